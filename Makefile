@@ -1,0 +1,37 @@
+# The two set-up commands are `make demo` and `make test` (see README.md).
+# Every target goes through scripts/cargo.sh, which installs the Debian packages the build
+# needs (only when missing), links the cached static RocksDB, and keeps the cargo target
+# directory outside the clone ($HOME/.cache/pmh/target unless CARGO_TARGET_DIR is set).
+
+CARGO := scripts/cargo.sh
+PERSONS ?= 1000000
+
+.PHONY: demo test lint unit bench-engine bench-criterion fmt clean-store
+
+## demo: build, generate a synthetic store and show lookups against it
+demo:
+	$(CARGO) run --locked --release -p pmh-bench --bin pmh-bench -- demo
+
+## test: formatting, lints and every test of the workspace
+test: lint unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets --release -- -D warnings
+
+unit:
+	$(CARGO) test --locked --workspace --release
+
+## bench-engine: engine lookup vs. raw get_pinned with latency percentiles (PERSONS=…)
+bench-engine:
+	$(CARGO) run --locked --release -p pmh-bench --bin pmh-bench -- engine --persons $(PERSONS)
+
+## bench-criterion: the criterion suites
+bench-criterion:
+	PMH_BENCH_PERSONS=$(PERSONS) $(CARGO) bench --locked -p pmh-bench --bench lookup
+
+fmt:
+	cargo fmt --all
+
+clean-store:
+	rm -rf var/

@@ -1,0 +1,297 @@
+//! Change sets: atomic, all-or-nothing certificate writes (differential files and a
+//! municipality's full upload).
+//!
+//! A change set is validated whole first — every problem is collected, and any problem
+//! rejects the set with nothing written. It is then applied under the store's writer lock
+//! as one RocksDB `WriteBatch`: holder buckets and source-index entries change together,
+//! so a reader sees all of the set or none of it, and a crash mid-way leaves none of it.
+//!
+//! The source index maps a certificate identity to its holder and a digest of its
+//! content, so a re-applied row is recognised as unchanged without reading the holder,
+//! and a row that moves a certificate to another person (a corrected My Number) removes
+//! it from the old holder.
+
+use std::collections::{HashMap, HashSet};
+
+use rocksdb::WriteBatch;
+
+use crate::error::{ChangeError, ChangeProblem, Error, storage};
+use crate::layout::{HOLDERS, SOURCE, SOURCE_VALUE_LEN};
+use crate::pmh_id::{PmhId, StoreKey};
+use crate::record::{Bucket, Certificate, CertificateId, Holder, decode_bucket, encode_bucket};
+use crate::store::{Store, hex};
+
+/// One change to the store.
+// Change sets are almost all upserts, so boxing the certificate would add an allocation
+// per row to save space in the rare deletes.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Insert or replace the certificate with this identity, held by `pmh_id`.
+    Upsert {
+        /// The holder.
+        pmh_id: PmhId,
+        /// The certificate (its identity is municipality + type id + history key).
+        certificate: Certificate,
+    },
+    /// Remove the certificate with this identity (`isDeleted = true`). Removing one that
+    /// does not exist is a no-op, so a re-applied file is harmless.
+    Delete(CertificateId),
+}
+
+impl Change {
+    fn id(&self) -> CertificateId {
+        match self {
+            Change::Upsert { certificate, .. } => certificate.id(),
+            Change::Delete(id) => id.clone(),
+        }
+    }
+}
+
+/// How a change set relates to what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Differential (差分連携): only the listed certificates change.
+    Diff,
+    /// A municipality's full upload (全件連携): afterwards the municipality holds exactly
+    /// the upserted certificates; every other certificate of it is deleted. Changes for
+    /// any other municipality are rejected.
+    ReplaceMunicipality(u32),
+}
+
+/// What a change set did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplySummary {
+    /// New certificate identities.
+    pub inserted: u64,
+    /// Existing identities whose content or holder changed.
+    pub updated: u64,
+    /// Certificates removed.
+    pub deleted: u64,
+    /// Rows that changed nothing (same content, or delete of an absent identity).
+    pub unchanged: u64,
+}
+
+/// Digest of a certificate's content, kept in the source index.
+pub fn certificate_digest(c: &Certificate) -> Result<u64, Error> {
+    let bytes =
+        rkyv::to_bytes::<rkyv::rancor::Error>(c).map_err(|e| Error::Corrupt(format!("serialize certificate: {e}")))?;
+    Ok(xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+/// A source-index value: where a certificate lives and what it contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SourceEntry {
+    pub(crate) key: StoreKey,
+    pub(crate) pmh_id: PmhId,
+    pub(crate) digest: u64,
+}
+
+impl SourceEntry {
+    pub(crate) fn encode(&self) -> [u8; SOURCE_VALUE_LEN] {
+        let mut v = [0u8; SOURCE_VALUE_LEN];
+        v[..16].copy_from_slice(&self.key.0);
+        v[16..32].copy_from_slice(self.pmh_id.as_bytes());
+        v[32..].copy_from_slice(&self.digest.to_be_bytes());
+        v
+    }
+
+    pub(crate) fn decode(v: &[u8]) -> Option<SourceEntry> {
+        if v.len() != SOURCE_VALUE_LEN {
+            return None;
+        }
+        Some(SourceEntry {
+            key: StoreKey(v[..16].try_into().ok()?),
+            pmh_id: PmhId::from_bytes(v[16..32].try_into().ok()?),
+            digest: u64::from_be_bytes(v[32..].try_into().ok()?),
+        })
+    }
+}
+
+/// Validates a change set against the engine's invariants; returns every problem.
+pub fn validate_changes(changes: &[Change], mode: ApplyMode) -> Result<(), ChangeError> {
+    let mut problems = Vec::new();
+    let mut seen: HashMap<CertificateId, usize> = HashMap::with_capacity(changes.len());
+    for (i, ch) in changes.iter().enumerate() {
+        if let Change::Upsert { certificate, .. } = ch
+            && let Err(e) = certificate.check()
+        {
+            let field = match e {
+                crate::record::CertificateError::PeriodReversed => "validTo",
+                crate::record::CertificateError::BadIdentity => "historyKey",
+                crate::record::CertificateError::BadMunicipality => "municipalityCode",
+            };
+            problems.push(ChangeProblem { index: i, field, rule: "certificate invariant", message: e.to_string() });
+        }
+        let id = ch.id();
+        if let ApplyMode::ReplaceMunicipality(m) = mode
+            && id.municipality_code != m
+        {
+            problems.push(ChangeProblem {
+                index: i,
+                field: "municipalityCode",
+                rule: "own municipality only",
+                message: format!("certificate of municipality {:06} in a full upload for {m:06}", id.municipality_code),
+            });
+        }
+        if let Some(first) = seen.insert(id.clone(), i) {
+            problems.push(ChangeProblem {
+                index: i,
+                field: "historyKey",
+                rule: "unique certificate identity",
+                message: format!(
+                    "certificate {}/{} of municipality {:06} appears twice (changes {first} and {i})",
+                    id.org_specific_certificate_type_id, id.history_key, id.municipality_code
+                ),
+            });
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(ChangeError { problems }) }
+}
+
+/// Holder buckets read and modified during one change set.
+struct Overlay<'s> {
+    store: &'s Store,
+    active: usize,
+    buckets: HashMap<StoreKey, Bucket>,
+}
+
+impl Overlay<'_> {
+    fn bucket(&mut self, key: StoreKey) -> Result<&mut Bucket, Error> {
+        if !self.buckets.contains_key(&key) {
+            let cf = self.store.cf(HOLDERS[self.active])?;
+            let b = match self.store.db.get_pinned_cf(cf, key.0).map_err(storage)? {
+                Some(v) => decode_bucket(&v).map_err(|e| Error::Corrupt(format!("holder {}: {e}", hex(&key.0))))?,
+                None => Bucket::default(),
+            };
+            self.buckets.insert(key, b);
+        }
+        Ok(self.buckets.entry(key).or_default())
+    }
+
+    fn remove(&mut self, at: &SourceEntry, id: &CertificateId) -> Result<(), Error> {
+        let b = self.bucket(at.key)?;
+        if let Some(h) = b.holders.iter_mut().find(|h| h.pmh_id == *at.pmh_id.as_bytes()) {
+            h.certificates.retain(|c| {
+                !(c.municipality_code == id.municipality_code
+                    && c.org_specific_certificate_type_id == id.org_specific_certificate_type_id
+                    && c.history_key == id.history_key)
+            });
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, key: StoreKey, pmh_id: &PmhId, cert: Certificate) -> Result<(), Error> {
+        let b = self.bucket(key)?;
+        let h = match b.holders.iter().position(|h| h.pmh_id == *pmh_id.as_bytes()) {
+            Some(i) => &mut b.holders[i],
+            None => {
+                b.holders.push(Holder { pmh_id: *pmh_id.as_bytes(), certificates: Vec::new() });
+                b.holders.last_mut().ok_or_else(|| Error::Corrupt("empty bucket after push".into()))?
+            }
+        };
+        let id = (cert.municipality_code, cert.org_specific_certificate_type_id.as_str(), cert.history_key.as_str());
+        match h.certificates.iter().position(|c| {
+            (c.municipality_code, c.org_specific_certificate_type_id.as_str(), c.history_key.as_str()) == id
+        }) {
+            Some(i) => h.certificates[i] = cert,
+            None => h.certificates.push(cert),
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Applies a change set atomically. On a rule violation returns
+    /// [`Error::Rejected`] with every problem, and nothing is written.
+    pub fn apply(&self, changes: Vec<Change>, mode: ApplyMode) -> Result<ApplySummary, Error> {
+        validate_changes(&changes, mode)?;
+        let _w = self.writer.lock();
+        let active = (self.generation() & 1) as usize;
+        let source_cf = self.cf(SOURCE[active])?;
+        let mut overlay = Overlay { store: self, active, buckets: HashMap::new() };
+        let mut batch = WriteBatch::default();
+        let mut sum = ApplySummary::default();
+        let mut listed: HashSet<Vec<u8>> = HashSet::new();
+
+        for ch in changes {
+            let id = ch.id();
+            let ik = id.index_key();
+            let existing = match self.db.get_pinned_cf(source_cf, &ik).map_err(storage)? {
+                Some(v) => {
+                    Some(SourceEntry::decode(&v).ok_or_else(|| Error::Corrupt(format!("source index {}", hex(&ik))))?)
+                }
+                None => None,
+            };
+            if matches!(mode, ApplyMode::ReplaceMunicipality(_)) {
+                listed.insert(ik.clone());
+            }
+            match ch {
+                Change::Upsert { pmh_id, certificate } => {
+                    let entry =
+                        SourceEntry { key: self.key_of(&pmh_id), pmh_id, digest: certificate_digest(&certificate)? };
+                    match existing {
+                        Some(old) if old == entry => sum.unchanged += 1,
+                        Some(old) => {
+                            if old.pmh_id != entry.pmh_id {
+                                overlay.remove(&old, &id)?;
+                            }
+                            overlay.put(entry.key, &pmh_id, certificate)?;
+                            batch.put_cf(source_cf, &ik, entry.encode());
+                            sum.updated += 1;
+                        }
+                        None => {
+                            overlay.put(entry.key, &pmh_id, certificate)?;
+                            batch.put_cf(source_cf, &ik, entry.encode());
+                            sum.inserted += 1;
+                        }
+                    }
+                }
+                Change::Delete(_) => match existing {
+                    Some(old) => {
+                        overlay.remove(&old, &id)?;
+                        batch.delete_cf(source_cf, &ik);
+                        sum.deleted += 1;
+                    }
+                    None => sum.unchanged += 1,
+                },
+            }
+        }
+
+        if let ApplyMode::ReplaceMunicipality(m) = mode {
+            let prefix = CertificateId::municipality_prefix(m);
+            let iter =
+                self.db.iterator_cf(source_cf, rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward));
+            for item in iter {
+                let (k, v) = item.map_err(storage)?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                if listed.contains(&*k) {
+                    continue;
+                }
+                let old = SourceEntry::decode(&v).ok_or_else(|| Error::Corrupt(format!("source index {}", hex(&k))))?;
+                let id = CertificateId::from_index_key(&k)
+                    .ok_or_else(|| Error::Corrupt(format!("source key {}", hex(&k))))?;
+                overlay.remove(&old, &id)?;
+                batch.delete_cf(source_cf, &k);
+                sum.deleted += 1;
+            }
+        }
+
+        let holders_cf = self.cf(HOLDERS[active])?;
+        for (key, mut bucket) in overlay.buckets {
+            bucket.holders.retain(|h| !h.certificates.is_empty());
+            if bucket.holders.is_empty() {
+                batch.delete_cf(holders_cf, key.0);
+            } else {
+                let bytes = encode_bucket(&bucket).map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))?;
+                batch.put_cf(holders_cf, key.0, bytes);
+            }
+        }
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &self.write_options()).map_err(storage)?;
+        }
+        Ok(sum)
+    }
+}

@@ -1,0 +1,255 @@
+//! The hot path: `lookup(pmh_id, institution, date)` with the rules of design §5.
+//!
+//! 1. **Consent** — checked in memory before anything is read. Without a live consent the
+//!    answer is [`Lookup::ConsentRequired`], produced before the holder is even looked
+//!    up, so it is the same value (and nearly the same time) whether or not the person
+//!    has records.
+//! 2. **Validity** — certificates whose period contains `date` (inclusive). Deleted
+//!    certificates are not stored at all (a delete removes them), so nothing deleted can
+//!    be returned.
+//! 3. **Disclosure** — if *any* certificate the person holds is 不開示 (`isNotDisclosed`),
+//!    the personal block (基本5情報) is withheld from every certificate in the answer: the
+//!    same name and address sit on each of a person's certificates, so withholding it from
+//!    one only would disclose it through another. Billing fields are still returned.
+//! 4. **Access log** — every answer and refusal is queued for the access log.
+//! 5. **Designated institutions** — each certificate says whether the asker is one of its
+//!    指定医療機関.
+//!
+//! The cost is one pinned RocksDB get plus an in-place rkyv validation; the answer borrows
+//! the pinned block, so nothing is copied until the caller renders it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rocksdb::DBPinnableSlice;
+
+use crate::audit::{AccessEntry, AccessOutcome, DisclosedCertificate};
+use crate::date::{Date, unix_now, unix_now_micros};
+use crate::error::Error;
+use crate::ids::InstitutionCode;
+use crate::pmh_id::PmhId;
+use crate::record::{ArchivedBucket, ArchivedCertificate, ArchivedHolder, access_bucket};
+use crate::store::Store;
+
+/// The answer to one lookup.
+pub enum Lookup<'a> {
+    /// No live consent for (person, institution): nothing else is said.
+    ConsentRequired,
+    /// Consent present: the certificates valid on the date (possibly none).
+    Answered(Eligibility<'a>),
+}
+
+impl Lookup<'_> {
+    /// The eligibility, if answered.
+    pub fn answered(&self) -> Option<&Eligibility<'_>> {
+        match self {
+            Lookup::Answered(e) => Some(e),
+            Lookup::ConsentRequired => None,
+        }
+    }
+}
+
+/// The certificates answered for one person, borrowed from the pinned RocksDB value.
+pub struct Eligibility<'a> {
+    /// The pinned, already validated value; `None` when the person has no records.
+    value: Option<DBPinnableSlice<'a>>,
+    /// Index of the person's holder within the bucket.
+    holder: usize,
+    /// Indices of the certificates valid on the date.
+    visible: Vec<u16>,
+    personal_withheld: bool,
+    institution: u64,
+    date: Date,
+}
+
+/// One certificate of an answer.
+pub struct CertificateView<'e> {
+    /// The archived certificate (zero-copy).
+    pub certificate: &'e ArchivedCertificate,
+    /// Whether the personal block may be shown. When false the caller must not render
+    /// `basic_five_info`.
+    pub personal_disclosed: bool,
+    /// Whether the asking institution is one of the certificate's designated institutions.
+    pub is_designated_institution: bool,
+}
+
+impl<'a> Eligibility<'a> {
+    fn holder(&self) -> Option<&ArchivedHolder> {
+        let v = self.value.as_ref()?;
+        // SAFETY: these exact bytes were validated by `access_bucket` in `Eligibility::new`
+        // and a pinned slice is immutable while pinned, so unchecked access is sound.
+        let bucket = unsafe { rkyv::access_unchecked::<ArchivedBucket>(v) };
+        bucket.holders.get(self.holder)
+    }
+
+    /// The certificates valid on the date, in stored order.
+    pub fn certificates(&self) -> impl Iterator<Item = CertificateView<'_>> {
+        let certs = self.holder().map(|h| &h.certificates[..]).unwrap_or(&[]);
+        self.visible.iter().map(move |&i| {
+            let c = &certs[usize::from(i)];
+            CertificateView {
+                certificate: c,
+                personal_disclosed: !self.personal_withheld,
+                is_designated_institution: c.is_designated(self.institution),
+            }
+        })
+    }
+
+    /// Number of certificates in the answer.
+    pub fn len(&self) -> usize {
+        self.visible.len()
+    }
+
+    /// Whether the answer has no certificate.
+    pub fn is_empty(&self) -> bool {
+        self.visible.is_empty()
+    }
+
+    /// Whether the personal block is withheld (the person has a 不開示 certificate).
+    pub fn personal_withheld(&self) -> bool {
+        self.personal_withheld
+    }
+
+    /// The date the answer is for.
+    pub fn date(&self) -> Date {
+        self.date
+    }
+
+    fn new(
+        value: Option<DBPinnableSlice<'a>>,
+        pmh_id: &PmhId,
+        institution: u64,
+        date: Date,
+    ) -> Result<Eligibility<'a>, Error> {
+        let mut e =
+            Eligibility { value: None, holder: 0, visible: Vec::new(), personal_withheld: false, institution, date };
+        let Some(v) = value else { return Ok(e) };
+        let bucket =
+            access_bucket(&v).map_err(|err| Error::Corrupt(format!("holder value for key of {pmh_id}: {err}")))?;
+        let Some((idx, holder)) = bucket.holders.iter().enumerate().find(|(_, h)| &h.pmh_id == pmh_id.as_bytes())
+        else {
+            // Another person's bucket (store-key collision): this person has no records.
+            return Ok(e);
+        };
+        e.holder = idx;
+        e.personal_withheld = holder.certificates.iter().any(|c| c.is_not_disclosed);
+        e.visible = holder
+            .certificates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_valid_on(date))
+            .map(|(i, _)| i as u16)
+            .collect();
+        e.value = Some(v);
+        Ok(e)
+    }
+
+    fn access_entry(&self, pmh_id: &PmhId, client: &str) -> AccessEntry {
+        AccessEntry {
+            at_micros: unix_now_micros(),
+            pmh_id: *pmh_id.as_bytes(),
+            institution: self.institution,
+            client: client.to_owned(),
+            date: self.date.days(),
+            outcome: AccessOutcome::Answered,
+            personal_disclosed: !self.personal_withheld && !self.visible.is_empty(),
+            disclosed: self
+                .certificates()
+                .map(|v| DisclosedCertificate {
+                    municipality_code: v.certificate.municipality_code.to_native(),
+                    insurer_number: v.certificate.medical_subsidy_insurer_number.to_native(),
+                    org_specific_certificate_type_id: v.certificate.org_specific_certificate_type_id.to_string(),
+                    history_key: v.certificate.history_key.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn refusal_entry(pmh_id: &PmhId, institution: u64, date: Date, client: &str) -> AccessEntry {
+    AccessEntry {
+        at_micros: unix_now_micros(),
+        pmh_id: *pmh_id.as_bytes(),
+        institution,
+        client: client.to_owned(),
+        date: date.days(),
+        outcome: AccessOutcome::ConsentRequired,
+        personal_disclosed: false,
+        disclosed: Vec::new(),
+    }
+}
+
+/// Lookups that found a corrupt value (also returned as errors); for metrics.
+pub(crate) static CORRUPT_READS: AtomicUsize = AtomicUsize::new(0);
+
+impl Store {
+    /// Looks up a person's certificates for `institution` on `date`, on behalf of `client`
+    /// (the gateway's name, for the access log). See the module doc for the rules.
+    pub fn lookup(
+        &self,
+        client: &str,
+        pmh_id: &PmhId,
+        institution: InstitutionCode,
+        date: Date,
+    ) -> Result<Lookup<'_>, Error> {
+        if !self.consents.is_live(pmh_id, institution, unix_now()) {
+            self.audit.record(refusal_entry(pmh_id, institution.get(), date, client));
+            return Ok(Lookup::ConsentRequired);
+        }
+        let value = self.get_bucket(&self.key_of(pmh_id))?;
+        let e = Eligibility::new(value, pmh_id, institution.get(), date).inspect_err(|_| {
+            CORRUPT_READS.fetch_add(1, Ordering::Relaxed);
+        })?;
+        self.audit.record(e.access_entry(pmh_id, client));
+        Ok(Lookup::Answered(e))
+    }
+
+    /// Looks up many people at once (pre-visit batch checks): one consent check each, then
+    /// one batched multi-get for everyone consented. Answers are in request order.
+    pub fn lookup_batch(
+        &self,
+        client: &str,
+        pmh_ids: &[PmhId],
+        institution: InstitutionCode,
+        date: Date,
+    ) -> Result<Vec<Lookup<'_>>, Error> {
+        let now = unix_now();
+        let mut wanted: Vec<([u8; 16], usize)> = Vec::with_capacity(pmh_ids.len());
+        for (i, id) in pmh_ids.iter().enumerate() {
+            if self.consents.is_live(id, institution, now) {
+                wanted.push((self.key_of(id).0, i));
+            }
+        }
+        wanted.sort_unstable();
+        let keys: Vec<[u8; 16]> = wanted.iter().map(|(k, _)| *k).collect();
+        let values = self.get_buckets(&keys)?;
+        let mut out: Vec<Option<Lookup<'_>>> = (0..pmh_ids.len()).map(|_| None).collect();
+        for ((_, i), v) in wanted.iter().zip(values) {
+            let id = &pmh_ids[*i];
+            let e = Eligibility::new(v, id, institution.get(), date).inspect_err(|_| {
+                CORRUPT_READS.fetch_add(1, Ordering::Relaxed);
+            })?;
+            out[*i] = Some(Lookup::Answered(e));
+        }
+        Ok(pmh_ids
+            .iter()
+            .zip(out)
+            .map(|(id, o)| match o {
+                Some(l) => {
+                    if let Lookup::Answered(e) = &l {
+                        self.audit.record(e.access_entry(id, client));
+                    }
+                    l
+                }
+                None => {
+                    self.audit.record(refusal_entry(id, institution.get(), date, client));
+                    Lookup::ConsentRequired
+                }
+            })
+            .collect())
+    }
+
+    /// Lookups that met a corrupt stored value since start.
+    pub fn corrupt_reads(&self) -> usize {
+        CORRUPT_READS.load(Ordering::Relaxed)
+    }
+}

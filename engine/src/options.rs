@@ -1,0 +1,236 @@
+//! Store configuration: every RocksDB knob the engine sets, as a typed field with its
+//! default and the reason for it.
+//!
+//! The defaults are tuned for the hot path of this system — point lookups of random
+//! 16-byte keys, most of which hit, a sizeable share of which miss (people with no
+//! subsidy), with the working set in memory — and for bulk loads by SST ingestion.
+//! `docs/storage.md` has the measurements behind them.
+
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, DataBlockIndexType, Options};
+
+/// How long a consent (提供同意) lasts once granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentLifetime {
+    /// Until the end of the visit day in Asia/Tokyo (the default): a consent given at the
+    /// reception desk covers that day's visit and nothing after.
+    EndOfDay,
+    /// A fixed number of seconds from the grant.
+    Seconds(i64),
+}
+
+impl ConsentLifetime {
+    /// Parses `"end-of-day"` or a duration such as `"24h"`, `"90m"`, `"3600s"`, `"2d"`.
+    pub fn parse(s: &str) -> Result<ConsentLifetime, String> {
+        if s == "end-of-day" {
+            return Ok(ConsentLifetime::EndOfDay);
+        }
+        let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+        let n: i64 = num
+            .parse()
+            .map_err(|_| format!("consent lifetime {s:?}: expected \"end-of-day\" or a duration like \"24h\""))?;
+        let mult = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(format!("consent lifetime {s:?}: unit must be s, m, h or d")),
+        };
+        if n <= 0 {
+            return Err(format!("consent lifetime {s:?} must be positive"));
+        }
+        Ok(ConsentLifetime::Seconds(n * mult))
+    }
+
+    /// When a consent granted at `now` (Unix seconds) expires.
+    pub fn expiry(self, now: i64) -> i64 {
+        match self {
+            ConsentLifetime::EndOfDay => crate::date::Date::tokyo_date_of(now).succ().tokyo_midnight_unix(),
+            ConsentLifetime::Seconds(s) => now + s,
+        }
+    }
+}
+
+/// Everything needed to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// RocksDB tuning.
+    pub rocks: RocksTuning,
+    /// How long consents last.
+    pub consent_lifetime: ConsentLifetime,
+    /// Fingerprint of the PMH-ID secret ([`crate::PmhIdDeriver::fingerprint`]). A new store
+    /// records it; an existing store with another fingerprint refuses to open, because
+    /// every PMH-ID derived under a different secret would silently miss.
+    pub secret_fingerprint: Option<[u8; 16]>,
+    /// Capacity of the queue between lookups and the access-log writer. When the writer
+    /// falls this far behind, lookups wait rather than drop an entry: an answer is never
+    /// given without its access-log entry on its way to disk.
+    pub access_log_queue: usize,
+    /// fsync the WAL on certificate writes (change sets, snapshot switch). On: an
+    /// acknowledged upload survives power loss, not only a process kill; it costs one
+    /// fsync per change set, not per row.
+    pub sync_writes: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            rocks: RocksTuning::default(),
+            consent_lifetime: ConsentLifetime::EndOfDay,
+            secret_fingerprint: None,
+            access_log_queue: 65_536,
+            sync_writes: true,
+        }
+    }
+}
+
+/// Compression for the holders column family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// No compression: a block-cache miss costs one read and no decompression.
+    None,
+    /// LZ4: about half the disk and page-cache footprint for ≈1 µs per block miss.
+    Lz4,
+}
+
+/// RocksDB tuning. Field docs give the default and why.
+#[derive(Debug, Clone)]
+pub struct RocksTuning {
+    /// Block cache shared by all column families. Default 1 GiB: holds about 2.5 M holders'
+    /// blocks; size it to the holders column family (`pmh-admin stats`) to keep every
+    /// lookup in memory.
+    pub block_cache_bytes: usize,
+    /// Data block size. Default 4 KiB: with the hash index a lookup reads one block, and
+    /// smaller blocks waste less cache per hot record; below 4 KiB the index grows faster
+    /// than the gain.
+    pub block_size: usize,
+    /// Bloom filter bits per key. Default 10 (≈1 % false positives): a lookup for a person
+    /// with no certificates — common, most patients have no subsidy — costs a filter probe
+    /// instead of a block read.
+    pub bloom_bits_per_key: f64,
+    /// Data-block hash index (`kDataBlockBinaryAndHash`). Default on, ratio 0.75: replaces
+    /// the binary search inside a block (the largest cost of an in-cache get) with one hash
+    /// probe, for about 1 byte per key.
+    pub data_block_hash_ratio: Option<f64>,
+    /// Keep index and filter blocks in the block cache (`cache_index_and_filter_blocks`)
+    /// pinned for L0 and at the top level. Default off: they then live in table-reader
+    /// memory for the file's lifetime — never evicted, no cache lookup on the hot path —
+    /// at ≈1.3 bytes/key for the filter and ≈0.1 for the index, i.e. ~45 MB at 30 M keys.
+    pub cache_index_and_filter_blocks: bool,
+    /// `optimize_filters_for_hits`. Default off: it drops the bottommost filter, which is
+    /// where a miss would be answered cheaply, and misses are common here.
+    pub optimize_filters_for_hits: bool,
+    /// Memtable bloom filter (whole key), as a ratio of the write buffer. Default 0.02:
+    /// most lookups miss the memtable (it holds only the day's changes), and the filter
+    /// answers that without a skiplist search.
+    pub memtable_bloom_ratio: f64,
+    /// Write buffer per column family. Default 64 MiB.
+    pub write_buffer_bytes: usize,
+    /// Background flush + compaction threads. Default 2 (the machine's cores: loads are
+    /// rare and compaction must not starve lookups).
+    pub max_background_jobs: i32,
+    /// Holders compression. Default none (see [`Compression`]).
+    pub compression: Compression,
+    /// Open files kept. Default -1 (all): a table-reader open on the hot path would cost
+    /// far more than the file descriptors.
+    pub max_open_files: i32,
+}
+
+impl Default for RocksTuning {
+    fn default() -> RocksTuning {
+        RocksTuning {
+            block_cache_bytes: 1 << 30,
+            block_size: 4096,
+            bloom_bits_per_key: 10.0,
+            data_block_hash_ratio: Some(0.75),
+            cache_index_and_filter_blocks: false,
+            optimize_filters_for_hits: false,
+            memtable_bloom_ratio: 0.02,
+            write_buffer_bytes: 64 << 20,
+            max_background_jobs: 2,
+            compression: Compression::None,
+            max_open_files: -1,
+        }
+    }
+}
+
+impl RocksTuning {
+    /// DB-wide options.
+    pub(crate) fn db_options(&self) -> Options {
+        let mut o = Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        o.set_max_background_jobs(self.max_background_jobs);
+        o.set_max_open_files(self.max_open_files);
+        // Recovery must not silently drop a corrupted tail of acknowledged writes.
+        o.set_paranoid_checks(true);
+        o.set_keep_log_file_num(10);
+        o
+    }
+
+    /// Options of the point-lookup column families (holders, source index, consents).
+    pub(crate) fn point_cf_options(&self, cache: &Cache) -> Options {
+        let mut t = BlockBasedOptions::default();
+        t.set_block_cache(cache);
+        t.set_block_size(self.block_size);
+        t.set_bloom_filter(self.bloom_bits_per_key, false);
+        t.set_whole_key_filtering(true);
+        t.set_optimize_filters_for_memory(true);
+        t.set_format_version(6);
+        if let Some(ratio) = self.data_block_hash_ratio {
+            t.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
+            t.set_data_block_hash_ratio(ratio);
+        }
+        t.set_cache_index_and_filter_blocks(self.cache_index_and_filter_blocks);
+        if self.cache_index_and_filter_blocks {
+            t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            t.set_pin_top_level_index_and_filter(true);
+        }
+        let mut o = Options::default();
+        o.set_block_based_table_factory(&t);
+        o.set_optimize_filters_for_hits(self.optimize_filters_for_hits);
+        o.set_memtable_whole_key_filtering(true);
+        o.set_memtable_prefix_bloom_ratio(self.memtable_bloom_ratio);
+        o.set_write_buffer_size(self.write_buffer_bytes);
+        o.set_level_compaction_dynamic_level_bytes(true);
+        o.set_compression_type(match self.compression {
+            Compression::None => DBCompressionType::None,
+            Compression::Lz4 => DBCompressionType::Lz4,
+        });
+        o
+    }
+
+    /// Options of the append-mostly, scanned column families (access log, metadata):
+    /// LZ4 because the log is cold and large, no bloom filter because it is read by prefix
+    /// scans only.
+    pub(crate) fn log_cf_options(&self, cache: &Cache) -> Options {
+        let mut t = BlockBasedOptions::default();
+        t.set_block_cache(cache);
+        t.set_format_version(6);
+        let mut o = Options::default();
+        o.set_block_based_table_factory(&t);
+        o.set_write_buffer_size(self.write_buffer_bytes.min(32 << 20));
+        o.set_level_compaction_dynamic_level_bytes(true);
+        o.set_compression_type(DBCompressionType::Lz4);
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::date::Date;
+
+    #[test]
+    fn consent_lifetimes() {
+        assert_eq!(ConsentLifetime::parse("end-of-day"), Ok(ConsentLifetime::EndOfDay));
+        assert_eq!(ConsentLifetime::parse("24h"), Ok(ConsentLifetime::Seconds(86_400)));
+        assert_eq!(ConsentLifetime::parse("90m"), Ok(ConsentLifetime::Seconds(5_400)));
+        assert!(ConsentLifetime::parse("0h").is_err());
+        assert!(ConsentLifetime::parse("h").is_err());
+        assert!(ConsentLifetime::parse("5y").is_err());
+        // Granted at 10:00 JST on 2026-11-21 → expires at 00:00 JST on 2026-11-22.
+        let day = Date::parse("2026-11-21").unwrap();
+        let t = day.tokyo_midnight_unix() + 10 * 3600;
+        assert_eq!(ConsentLifetime::EndOfDay.expiry(t), day.succ().tokyo_midnight_unix());
+    }
+}

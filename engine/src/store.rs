@@ -1,0 +1,307 @@
+//! The store: opening RocksDB with the layout of [`crate::layout`], the generation
+//! seqlock, consents and the access-log writer. Lookups, change sets, snapshots and admin
+//! operations are in their own modules and extend [`Store`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use parking_lot::Mutex;
+use rocksdb::{
+    Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBPinnableSlice, ReadOptions, WriteBatch, WriteOptions,
+};
+
+use crate::audit::AccessLogWriter;
+use crate::consent::{ConsentBook, consent_key, decode_consent};
+use crate::date::unix_now;
+use crate::error::{Error, storage};
+use crate::ids::InstitutionCode;
+use crate::layout::*;
+use crate::options::StoreConfig;
+use crate::pmh_id::{KeyFn, PmhId, StoreKey};
+
+thread_local! {
+    /// Read options for the hot path, made once per thread: `ReadOptions` is a C++ object
+    /// (allocation + free per call otherwise) and is `Send` but not `Sync`.
+    static READ_OPTS: ReadOptions = ReadOptions::default();
+}
+
+/// The PMH store. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Store {
+    // Field order matters for drop: the access-log writer is joined (draining its queue)
+    // before the last handle to the database is released.
+    pub(crate) audit: AccessLogWriter,
+    pub(crate) db: Arc<DB>,
+    /// Active generation; its low bit picks the active holders/source pair. Readers load it
+    /// before and after a read and retry on change (see [`crate::layout`]).
+    pub(crate) generation: AtomicU64,
+    /// Serialises every certificate write (change sets, snapshot installs): a change set
+    /// is a read-modify-write of holder buckets and must not interleave with another.
+    pub(crate) writer: Mutex<()>,
+    pub(crate) consents: ConsentBook,
+    pub(crate) config: StoreConfig,
+    pub(crate) key_fn: KeyFn,
+    pub(crate) path: PathBuf,
+    _cache: Cache,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).field("generation", &self.generation()).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, Error> {
+        Store::open_with_key_fn(path, config, |id: &PmhId| id.store_key())
+    }
+
+    /// Opens the store with another PMH-ID → key function. Only tests use this, to force
+    /// store-key collisions; a store must always be opened with the same function.
+    #[doc(hidden)]
+    pub fn open_with_key_fn(path: impl AsRef<Path>, config: StoreConfig, key_fn: KeyFn) -> Result<Store, Error> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|e| Error::Io(format!("create {}: {e}", path.display())))?;
+        let cache = Cache::new_lru_cache(config.rocks.block_cache_bytes);
+        let descriptors = ALL_CFS.iter().map(|&name| {
+            // Explicit descriptors for every family, `default` included: opening a family
+            // by name alone silently gives it fresh default options (no filter, no cache).
+            let opts = match name {
+                META | ACCESS_LOG => config.rocks.log_cf_options(&cache),
+                _ => config.rocks.point_cf_options(&cache),
+            };
+            ColumnFamilyDescriptor::new(name, opts)
+        });
+        let db = DB::open_cf_descriptors(&config.rocks.db_options(), &path, descriptors).map_err(storage)?;
+        let db = Arc::new(db);
+
+        let meta = cf(&db, META)?;
+        match db.get_cf(meta, META_SCHEMA).map_err(storage)? {
+            None => db.put_cf(meta, META_SCHEMA, SCHEMA_VERSION.to_be_bytes()).map_err(storage)?,
+            Some(v) if v.as_slice() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(v) => return Err(Error::Schema(format!("store schema {v:?}, this build reads {SCHEMA_VERSION}"))),
+        }
+        if let Some(fp) = config.secret_fingerprint {
+            match db.get_cf(meta, META_FINGERPRINT).map_err(storage)? {
+                None => db.put_cf(meta, META_FINGERPRINT, fp).map_err(storage)?,
+                Some(v) if v.as_slice() == fp => {}
+                Some(_) => return Err(Error::SecretMismatch),
+            }
+        }
+        let generation = match db.get_cf(meta, META_GENERATION).map_err(storage)? {
+            None => 0,
+            Some(v) => {
+                u64::from_be_bytes(v.as_slice().try_into().map_err(|_| Error::Corrupt("meta generation".into()))?)
+            }
+        };
+
+        let audit = AccessLogWriter::start(db.clone(), config.access_log_queue)
+            .map_err(|e| Error::Io(format!("start access-log writer: {e}")))?;
+        let store = Store {
+            audit,
+            db,
+            generation: AtomicU64::new(generation),
+            writer: Mutex::new(()),
+            consents: ConsentBook::new(),
+            config,
+            key_fn,
+            path,
+            _cache: cache,
+        };
+        store.load_consents()?;
+        // A load killed before its switch leaves data in the inactive pair; nothing reads
+        // it, and it is reclaimed now rather than holding disk until the next full load.
+        let inactive = store.inactive_index();
+        store.clear_cf(HOLDERS[inactive])?;
+        store.clear_cf(SOURCE[inactive])?;
+        Ok(store)
+    }
+
+    /// The directory of this store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The store configuration it was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The active generation (increments at every full-snapshot switch).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, Error> {
+        cf(&self.db, name)
+    }
+
+    pub(crate) fn inactive_index(&self) -> usize {
+        ((self.generation() + 1) & 1) as usize
+    }
+
+    pub(crate) fn write_options(&self) -> WriteOptions {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.config.sync_writes);
+        wo
+    }
+
+    /// Reads one holder bucket from the active generation, retrying if a snapshot switch
+    /// happened during the read.
+    #[inline]
+    pub(crate) fn get_bucket(&self, key: &StoreKey) -> Result<Option<DBPinnableSlice<'_>>, Error> {
+        loop {
+            let g = self.generation.load(Ordering::Acquire);
+            let cf = self.cf(HOLDERS[(g & 1) as usize])?;
+            let v = READ_OPTS.with(|ro| self.db.get_pinned_cf_opt(cf, key.0, ro)).map_err(storage)?;
+            fence(Ordering::Acquire);
+            if self.generation.load(Ordering::Relaxed) == g {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Reads many buckets (sorted keys) from the active generation with RocksDB's batched
+    /// multi-get, retrying the batch if a snapshot switch happened during it.
+    pub(crate) fn get_buckets(&self, sorted_keys: &[[u8; 16]]) -> Result<Vec<Option<DBPinnableSlice<'_>>>, Error> {
+        loop {
+            let g = self.generation.load(Ordering::Acquire);
+            let cf = self.cf(HOLDERS[(g & 1) as usize])?;
+            let vs = READ_OPTS.with(|ro| self.db.batched_multi_get_cf_opt(cf, sorted_keys, true, ro));
+            fence(Ordering::Acquire);
+            if self.generation.load(Ordering::Relaxed) == g {
+                return vs.into_iter().map(|r| r.map_err(storage)).collect();
+            }
+        }
+    }
+
+    /// Raw pinned get from the active holders family, with no consent, validation or
+    /// access log: the ceiling the lookup benchmark compares against.
+    #[doc(hidden)]
+    pub fn raw_get_pinned(&self, key: &StoreKey) -> Result<Option<DBPinnableSlice<'_>>, Error> {
+        self.get_bucket(key)
+    }
+
+    /// The store key of a PMH-ID in this store.
+    pub fn key_of(&self, pmh_id: &PmhId) -> StoreKey {
+        (self.key_fn)(pmh_id)
+    }
+
+    // ---- consents -------------------------------------------------------------------
+
+    fn load_consents(&self) -> Result<(), Error> {
+        let cf = self.cf(CONSENTS)?;
+        let now = unix_now();
+        let mut expired = WriteBatch::default();
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(storage)?;
+            match decode_consent(&k, &v) {
+                Some((pmh, inst, exp)) if now < exp => self.consents.insert(pmh, inst, exp),
+                _ => expired.delete_cf(cf, &k),
+            }
+        }
+        if !expired.is_empty() {
+            self.db.write(expired).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Records a consent of the person `pmh_id` for `institution`, granted at `now` (Unix
+    /// seconds), with the configured lifetime. Returns the expiry (Unix seconds). A
+    /// repeated grant extends the consent.
+    pub fn grant_consent(&self, pmh_id: &PmhId, institution: InstitutionCode, now: i64) -> Result<i64, Error> {
+        let expires = self.config.consent_lifetime.expiry(now);
+        let cf = self.cf(CONSENTS)?;
+        self.db
+            .put_cf_opt(cf, consent_key(pmh_id, institution.get()), expires.to_be_bytes(), &WriteOptions::default())
+            .map_err(storage)?;
+        self.consents.insert(*pmh_id, institution.get(), expires);
+        Ok(expires)
+    }
+
+    /// Revokes a consent. Returns whether one was live.
+    pub fn revoke_consent(&self, pmh_id: &PmhId, institution: InstitutionCode) -> Result<bool, Error> {
+        let cf = self.cf(CONSENTS)?;
+        self.db.delete_cf(cf, consent_key(pmh_id, institution.get())).map_err(storage)?;
+        let was = self.consents.expiry(pmh_id, institution, unix_now()).is_some();
+        self.consents.remove(pmh_id, institution.get());
+        Ok(was)
+    }
+
+    /// The expiry of a live consent, if any.
+    pub fn consent_expiry(&self, pmh_id: &PmhId, institution: InstitutionCode, now: i64) -> Option<i64> {
+        self.consents.expiry(pmh_id, institution, now)
+    }
+
+    /// Drops consents expired at `now` from memory and disk; returns how many.
+    pub fn purge_expired_consents(&self, now: i64) -> Result<usize, Error> {
+        let gone = self.consents.purge_expired(now);
+        let cf = self.cf(CONSENTS)?;
+        let mut batch = WriteBatch::default();
+        for (pmh, inst) in &gone {
+            batch.delete_cf(cf, consent_key(pmh, *inst));
+        }
+        self.db.write(batch).map_err(storage)?;
+        Ok(gone.len())
+    }
+
+    /// Number of live consents held in memory.
+    pub fn live_consents(&self) -> usize {
+        self.consents.len()
+    }
+
+    // ---- access log -----------------------------------------------------------------
+
+    /// Waits until every access-log entry queued so far is written.
+    pub fn flush_access_log(&self) {
+        self.audit.flush();
+    }
+
+    /// The person's access history (every answer and refusal about them), oldest first.
+    /// Flushes the queue first, so it includes every lookup answered before the call.
+    pub fn access_history(&self, pmh_id: &PmhId) -> Result<Vec<crate::audit::AccessEntry>, Error> {
+        self.flush_access_log();
+        let cf = self.cf(ACCESS_LOG)?;
+        let mut out = Vec::new();
+        let prefix = pmh_id.as_bytes();
+        let iter = self.db.iterator_cf(cf, rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward));
+        for item in iter {
+            let (k, v) = item.map_err(storage)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push(
+                crate::audit::decode_entry(&v)
+                    .ok_or_else(|| Error::Corrupt(format!("access-log entry {}", hex(&k))))?,
+            );
+        }
+        Ok(out)
+    }
+
+    // ---- maintenance helpers --------------------------------------------------------
+
+    /// Empties a column family: drops whole files, range-deletes the rest, compacts the
+    /// tombstones away. Used on the inactive pair only.
+    pub(crate) fn clear_cf(&self, name: &str) -> Result<(), Error> {
+        let cf = self.cf(name)?;
+        if self.db.iterator_cf(cf, rocksdb::IteratorMode::Start).next().is_none() {
+            return Ok(());
+        }
+        let (lo, hi) = (&[0u8][..], &[0xffu8; 64][..]);
+        self.db.delete_file_in_range_cf(cf, lo, hi).map_err(storage)?;
+        self.db.delete_range_cf(cf, lo, hi).map_err(storage)?;
+        self.db.flush_cf(cf).map_err(storage)?;
+        self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+}
+
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, Error> {
+    db.cf_handle(name).ok_or_else(|| Error::Corrupt(format!("column family {name} missing")))
+}
+
+/// Lowercase hex of bytes (keys in error messages).
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

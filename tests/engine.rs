@@ -1,0 +1,503 @@
+//! The engine's contract: lookup rules (design §5), consents, atomic change sets,
+//! snapshot switches, collisions, checkpoint and verify.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use pmh_engine::date::unix_now;
+use pmh_engine::record::CertificateId;
+use pmh_engine::{AccessOutcome, ApplyMode, ApplySummary, Change, Error, Lookup, PmhId, Store, StoreKey};
+
+use crate::util::*;
+
+fn upsert(pmh_id: PmhId, certificate: pmh_engine::Certificate) -> Change {
+    Change::Upsert { pmh_id, certificate }
+}
+
+/// History keys of the certificates answered, sorted.
+fn answered(store: &Store, who: &PmhId, on: &str) -> Option<Vec<String>> {
+    match store.lookup("test", who, institution(), date(on)).expect("lookup") {
+        Lookup::ConsentRequired => None,
+        Lookup::Answered(e) => {
+            let mut v: Vec<String> = e.certificates().map(|c| c.certificate.history_key.to_string()).collect();
+            v.sort();
+            Some(v)
+        }
+    }
+}
+
+#[test]
+fn consented_lookup_returns_valid_certificates() {
+    let t = store();
+    let a = person(1);
+    t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    let l = t.store.lookup("gw", &a, institution(), date("2026-11-21")).unwrap();
+    let e = l.answered().expect("answered");
+    assert_eq!(e.len(), 1);
+    let c = e.certificates().next().unwrap();
+    assert_eq!(c.certificate.history_key.as_str(), "H1");
+    assert!(c.personal_disclosed);
+    assert_eq!(c.certificate.basic_five_info.name.as_str(), "山田 花子");
+    assert!(c.is_designated_institution);
+}
+
+#[test]
+fn without_consent_the_answer_is_the_same_for_existing_and_unknown_people() {
+    let t = store();
+    let known = person(1);
+    let unknown = person(2);
+    t.store.apply(vec![upsert(known, cert("H1"))], ApplyMode::Diff).unwrap();
+    for who in [known, unknown] {
+        let l = t.store.lookup("gw", &who, institution(), date("2026-11-21")).unwrap();
+        assert!(matches!(l, Lookup::ConsentRequired));
+    }
+    // Consent for another institution does not count.
+    t.store.grant_consent(&known, other_institution(), unix_now()).unwrap();
+    assert_eq!(answered(&t.store, &known, "2026-11-21"), None);
+}
+
+#[test]
+fn consent_expires_and_can_be_revoked() {
+    let t = store();
+    let a = person(1);
+    t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
+    // Granted yesterday (end-of-day lifetime): expired now.
+    t.store.grant_consent(&a, institution(), unix_now() - 86_400 - 60).unwrap();
+    assert_eq!(answered(&t.store, &a, "2026-11-21"), None);
+    // Granted now: live.
+    let exp = t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    assert!(exp > unix_now());
+    assert_eq!(answered(&t.store, &a, "2026-11-21"), Some(vec!["H1".into()]));
+    // Revoked: refused again.
+    assert!(t.store.revoke_consent(&a, institution()).unwrap());
+    assert_eq!(answered(&t.store, &a, "2026-11-21"), None);
+    assert!(!t.store.revoke_consent(&a, institution()).unwrap());
+}
+
+#[test]
+fn end_of_day_consent_ends_at_tokyo_midnight() {
+    let t = store();
+    let a = person(1);
+    let exp = t.store.grant_consent(&a, institution(), noon("2026-11-21")).unwrap();
+    assert_eq!(exp, date("2026-11-22").tokyo_midnight_unix());
+    assert!(t.store.consent_expiry(&a, institution(), exp - 1).is_some());
+    assert!(t.store.consent_expiry(&a, institution(), exp).is_none());
+}
+
+#[test]
+fn consents_survive_reopen_and_expired_ones_are_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (person(1), person(2));
+    {
+        let s = Store::open(dir.path(), config()).unwrap();
+        s.grant_consent(&a, institution(), unix_now()).unwrap();
+        s.grant_consent(&b, institution(), unix_now() - 3 * 86_400).unwrap();
+        assert_eq!(s.live_consents(), 2, "in memory until purged");
+        assert_eq!(s.purge_expired_consents(unix_now()).unwrap(), 1);
+    }
+    let s = Store::open(dir.path(), config()).unwrap();
+    assert_eq!(s.live_consents(), 1);
+    assert!(s.consent_expiry(&a, institution(), unix_now()).is_some());
+}
+
+#[test]
+fn out_of_period_and_deleted_certificates_are_not_returned() {
+    let t = store();
+    let a = person(1);
+    let mut old = cert("OLD");
+    old.valid_from = date("2024-04-01").days();
+    old.valid_to = date("2025-03-31").days();
+    let mut future = cert("FUTURE");
+    future.valid_from = date("2027-04-01").days();
+    future.valid_to = date("2028-03-31").days();
+    t.store
+        .apply(
+            vec![upsert(a, cert("NOW")), upsert(a, old), upsert(a, future), upsert(a, cert("GONE"))],
+            ApplyMode::Diff,
+        )
+        .unwrap();
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    assert_eq!(answered(&t.store, &a, "2026-11-21"), Some(vec!["GONE".into(), "NOW".into()]));
+    // Period ends are inclusive.
+    assert_eq!(answered(&t.store, &a, "2025-03-31"), Some(vec!["OLD".into()]));
+    assert_eq!(answered(&t.store, &a, "2027-04-01"), Some(vec!["FUTURE".into()]));
+
+    let gone = cert("GONE").id();
+    let s = t.store.apply(vec![Change::Delete(gone.clone())], ApplyMode::Diff).unwrap();
+    assert_eq!(s.deleted, 1);
+    assert_eq!(answered(&t.store, &a, "2026-11-21"), Some(vec!["NOW".into()]));
+    // Deleting again is harmless.
+    let s = t.store.apply(vec![Change::Delete(gone)], ApplyMode::Diff).unwrap();
+    assert_eq!(s, ApplySummary { unchanged: 1, ..Default::default() });
+}
+
+#[test]
+fn not_disclosed_withholds_the_personal_block_but_not_billing_fields() {
+    let t = store();
+    let a = person(1);
+    let mut hidden = cert("DV");
+    hidden.is_not_disclosed = true;
+    // Another certificate of the same person without the flag: the personal block must be
+    // withheld from it too, or it would leak through it.
+    t.store.apply(vec![upsert(a, hidden), upsert(a, cert("PLAIN"))], ApplyMode::Diff).unwrap();
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    let l = t.store.lookup("gw", &a, institution(), date("2026-11-21")).unwrap();
+    let e = l.answered().unwrap();
+    assert!(e.personal_withheld());
+    assert_eq!(e.len(), 2);
+    for c in e.certificates() {
+        assert!(!c.personal_disclosed);
+        assert_eq!(c.certificate.medical_subsidy_recipient_number.as_str(), "00012345");
+        assert_eq!(c.certificate.max_copayment_amount.monthly.as_ref().map(|v| v.to_native()), Some(1000));
+    }
+    drop(l);
+    let log = t.store.access_history(&a).unwrap();
+    assert!(!log.last().unwrap().personal_disclosed);
+}
+
+#[test]
+fn designated_institution_flag() {
+    let t = store();
+    let a = person(1);
+    t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
+    t.store.grant_consent(&a, other_institution(), unix_now()).unwrap();
+    let l = t.store.lookup("gw", &a, other_institution(), date("2026-11-21")).unwrap();
+    assert!(!l.answered().unwrap().certificates().next().unwrap().is_designated_institution);
+}
+
+#[test]
+fn every_answer_and_refusal_is_in_the_access_log() {
+    let t = store();
+    let a = person(1);
+    t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
+    assert!(matches!(t.store.lookup("gw-1", &a, institution(), date("2026-11-21")).unwrap(), Lookup::ConsentRequired));
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    let _ = t.store.lookup("gw-2", &a, institution(), date("2026-11-21")).unwrap();
+    let log = t.store.access_history(&a).unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].outcome, AccessOutcome::ConsentRequired);
+    assert_eq!(log[0].client, "gw-1");
+    assert!(log[0].disclosed.is_empty());
+    assert_eq!(log[1].outcome, AccessOutcome::Answered);
+    assert_eq!(log[1].client, "gw-2");
+    assert_eq!(log[1].institution, institution().get());
+    assert_eq!(log[1].disclosed.len(), 1);
+    assert_eq!(log[1].disclosed[0].history_key, "H1");
+    assert!(log[1].personal_disclosed);
+    assert!(log[0].at_micros <= log[1].at_micros);
+    // Another person's history is separate.
+    assert!(t.store.access_history(&person(2)).unwrap().is_empty());
+}
+
+#[test]
+fn batch_lookup_answers_in_request_order() {
+    let t = store();
+    let (a, b, c) = (person(1), person(2), person(3));
+    t.store.apply(vec![upsert(a, cert("A")), upsert(b, cert("B"))], ApplyMode::Diff).unwrap();
+    for p in [a, b, c] {
+        t.store.grant_consent(&p, institution(), unix_now()).unwrap();
+    }
+    t.store.revoke_consent(&b, institution()).unwrap();
+    let d = person(4); // no consent, no records
+    let r = t.store.lookup_batch("gw", &[c, b, a, d, a], institution(), date("2026-11-21")).unwrap();
+    let summary: Vec<Option<Vec<String>>> = r
+        .iter()
+        .map(|l| l.answered().map(|e| e.certificates().map(|c| c.certificate.history_key.to_string()).collect()))
+        .collect();
+    assert_eq!(summary, vec![Some(vec![]), None, Some(vec!["A".into()]), None, Some(vec!["A".into()])]);
+    drop(r);
+    assert_eq!(t.store.access_history(&a).unwrap().len(), 2);
+    assert_eq!(t.store.access_history(&b).unwrap()[0].outcome, AccessOutcome::ConsentRequired);
+}
+
+#[test]
+fn a_failed_change_set_changes_nothing() {
+    let t = store();
+    let a = person(1);
+    t.store.apply(vec![upsert(a, cert("KEEP"))], ApplyMode::Diff).unwrap();
+    let mut reversed = cert("BAD");
+    reversed.valid_from = reversed.valid_to + 1;
+    let mut keep2 = cert("KEEP");
+    keep2.certification_name = "changed".into();
+    let err = t
+        .store
+        .apply(
+            vec![upsert(a, cert("NEW")), upsert(a, keep2), upsert(a, reversed), upsert(person(2), cert("NEW"))],
+            ApplyMode::Diff,
+        )
+        .unwrap_err();
+    let Error::Rejected(e) = err else { panic!("expected a rejection, got {err}") };
+    // Every problem, not only the first: the reversed period and the duplicate identity.
+    assert_eq!(e.problems.len(), 2, "{e}");
+    assert_eq!((e.problems[0].index, e.problems[0].field), (2, "validTo"));
+    assert_eq!((e.problems[1].index, e.problems[1].rule), (3, "unique certificate identity"));
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    let l = t.store.lookup("gw", &a, institution(), date("2026-11-21")).unwrap();
+    let e = l.answered().unwrap();
+    let names: Vec<_> = e
+        .certificates()
+        .map(|c| (c.certificate.history_key.to_string(), c.certificate.certification_name.to_string()))
+        .collect();
+    assert_eq!(names, vec![("KEEP".to_string(), "子ども医療費受給者証".to_string())]);
+    drop(l);
+    assert!(t.store.verify().unwrap().is_ok());
+}
+
+#[test]
+fn reapplying_a_diff_is_a_no_op_and_updates_are_counted() {
+    let t = store();
+    let a = person(1);
+    let set = vec![upsert(a, cert("H1")), upsert(a, cert("H2"))];
+    assert_eq!(
+        t.store.apply(set.clone(), ApplyMode::Diff).unwrap(),
+        ApplySummary { inserted: 2, ..Default::default() }
+    );
+    assert_eq!(t.store.apply(set, ApplyMode::Diff).unwrap(), ApplySummary { unchanged: 2, ..Default::default() });
+    let mut changed = cert("H2");
+    changed.max_copayment_amount.monthly = Some(2500);
+    assert_eq!(
+        t.store.apply(vec![upsert(a, changed)], ApplyMode::Diff).unwrap(),
+        ApplySummary { updated: 1, ..Default::default() }
+    );
+}
+
+#[test]
+fn a_certificate_moved_to_another_person_leaves_the_first() {
+    // A municipality corrects a certificate registered under the wrong My Number.
+    let t = store();
+    let (a, b) = (person(1), person(2));
+    t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
+    let s = t.store.apply(vec![upsert(b, cert("H1"))], ApplyMode::Diff).unwrap();
+    assert_eq!(s.updated, 1);
+    for p in [a, b] {
+        t.store.grant_consent(&p, institution(), unix_now()).unwrap();
+    }
+    assert_eq!(answered(&t.store, &a, "2026-11-21"), Some(vec![]));
+    assert_eq!(answered(&t.store, &b, "2026-11-21"), Some(vec!["H1".into()]));
+    assert!(t.store.verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_municipality_full_upload_replaces_exactly_its_own_certificates() {
+    let t = store();
+    let a = person(1);
+    let mut osaka = cert("OSAKA");
+    osaka.municipality_code = 271004;
+    t.store
+        .apply(vec![upsert(a, cert("OLD1")), upsert(a, cert("OLD2")), upsert(a, osaka.clone())], ApplyMode::Diff)
+        .unwrap();
+    let s = t
+        .store
+        .apply(vec![upsert(a, cert("OLD2")), upsert(a, cert("NEW"))], ApplyMode::ReplaceMunicipality(131016))
+        .unwrap();
+    assert_eq!(s, ApplySummary { inserted: 1, unchanged: 1, deleted: 1, updated: 0 });
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    assert_eq!(answered(&t.store, &a, "2026-11-21"), Some(vec!["NEW".into(), "OLD2".into(), "OSAKA".into()]));
+    // A full upload may not carry another municipality's certificate.
+    let err = t.store.apply(vec![upsert(a, osaka)], ApplyMode::ReplaceMunicipality(131016)).unwrap_err();
+    let Error::Rejected(e) = err else { panic!("expected rejection") };
+    assert_eq!(e.problems[0].rule, "own municipality only");
+    assert!(t.store.verify().unwrap().is_ok());
+}
+
+/// A key function that maps every PMH-ID to the same key: a worst-case collision.
+fn colliding_key(_: &PmhId) -> StoreKey {
+    StoreKey([0x42; 16])
+}
+
+#[test]
+fn store_key_collisions_never_mix_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_with_key_fn(dir.path(), config(), colliding_key).unwrap();
+    let (a, b, c) = (person(1), person(2), person(3));
+    assert_eq!(s.key_of(&a), s.key_of(&b));
+    let mut bs = cert("B1");
+    bs.basic_five_info.name = "別人 次郎".into();
+    bs.org_specific_certificate_type_id = "NANBYO".into();
+    s.apply(vec![upsert(a, cert("A1")), upsert(b, bs)], ApplyMode::Diff).unwrap();
+    for p in [a, b, c] {
+        s.grant_consent(&p, institution(), unix_now()).unwrap();
+    }
+    assert_eq!(answered(&s, &a, "2026-11-21"), Some(vec!["A1".into()]));
+    assert_eq!(answered(&s, &b, "2026-11-21"), Some(vec!["B1".into()]));
+    // c shares the key but has no records: it must see nothing of a's or b's.
+    assert_eq!(answered(&s, &c, "2026-11-21"), Some(vec![]));
+    let batch = s.lookup_batch("gw", &[c, a], institution(), date("2026-11-21")).unwrap();
+    assert_eq!(batch[0].answered().unwrap().len(), 0);
+    assert_eq!(
+        batch[1].answered().unwrap().certificates().next().unwrap().certificate.basic_five_info.name.as_str(),
+        "山田 花子"
+    );
+    drop(batch);
+    // Deleting a's certificate leaves b's in the shared bucket.
+    s.apply(vec![Change::Delete(cert("A1").id())], ApplyMode::Diff).unwrap();
+    assert_eq!(answered(&s, &a, "2026-11-21"), Some(vec![]));
+    assert_eq!(answered(&s, &b, "2026-11-21"), Some(vec!["B1".into()]));
+    // The same through a full snapshot.
+    s.load_snapshot(vec![(a, cert("A2")), (b, cert("B2"))], &dir.path().join("staging")).unwrap();
+    assert_eq!(answered(&s, &a, "2026-11-21"), Some(vec!["A2".into()]));
+    assert_eq!(answered(&s, &b, "2026-11-21"), Some(vec!["B2".into()]));
+    assert!(s.verify().unwrap().is_ok());
+}
+
+#[test]
+fn full_snapshot_replaces_everything_and_keeps_consents() {
+    let t = store();
+    let (a, b) = (person(1), person(2));
+    t.store.apply(vec![upsert(a, cert("A-DIFF"))], ApplyMode::Diff).unwrap();
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    t.store.grant_consent(&b, institution(), unix_now()).unwrap();
+    let g0 = t.store.generation();
+    let s = t.store.load_snapshot(vec![(b, cert("B1")), (b, cert("B2"))], &t.dir.path().join("staging")).unwrap();
+    assert_eq!(s.generation, g0 + 1);
+    assert_eq!(s.certificates, 2);
+    assert_eq!(answered(&t.store, &a, "2026-11-21"), Some(vec![]));
+    assert_eq!(answered(&t.store, &b, "2026-11-21"), Some(vec!["B1".into(), "B2".into()]));
+    // Diffs apply on top of the new snapshot.
+    t.store.apply(vec![Change::Delete(cert("B1").id())], ApplyMode::Diff).unwrap();
+    assert_eq!(answered(&t.store, &b, "2026-11-21"), Some(vec!["B2".into()]));
+    assert!(t.store.verify().unwrap().is_ok());
+}
+
+#[test]
+fn snapshot_with_duplicate_identities_is_rejected_and_changes_nothing() {
+    let t = store();
+    let a = person(1);
+    t.store.load_snapshot(vec![(a, cert("H1"))], &t.dir.path().join("s1")).unwrap();
+    let g = t.store.generation();
+    let err =
+        t.store.load_snapshot(vec![(a, cert("H2")), (person(2), cert("H2"))], &t.dir.path().join("s2")).unwrap_err();
+    let Error::Rejected(e) = err else { panic!("expected rejection") };
+    assert_eq!(e.problems.len(), 1);
+    assert!(e.problems[0].message.contains("record 0"), "{}", e.problems[0].message);
+    assert_eq!(t.store.generation(), g);
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    assert_eq!(answered(&t.store, &a, "2026-11-21"), Some(vec!["H1".into()]));
+}
+
+#[test]
+fn lookups_keep_succeeding_during_snapshot_switches() {
+    let t = store();
+    let people: Vec<PmhId> = (0..200).map(person).collect();
+    let records = || people.iter().enumerate().map(|(i, &p)| (p, cert(&format!("P{i}")))).collect::<Vec<_>>();
+    t.store.load_snapshot(records(), &t.dir.path().join("s0")).unwrap();
+    for p in &people {
+        t.store.grant_consent(p, institution(), unix_now()).unwrap();
+    }
+    let store = Arc::new(t.store);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (store, stop, reads, people) = (store.clone(), stop.clone(), reads.clone(), people.clone());
+            std::thread::spawn(move || {
+                let mut i = r;
+                while !stop.load(Ordering::Relaxed) {
+                    let got = answered(&store, &people[i % people.len()], "2026-11-21");
+                    // Every snapshot gives every person exactly one certificate: never none,
+                    // never two, whatever the switch is doing.
+                    assert_eq!(got.map(|v| v.len()), Some(1), "person {i} during a switch");
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    i += 7;
+                }
+            })
+        })
+        .collect();
+    for round in 1..=6 {
+        store.load_snapshot(records(), &t.dir.path().join(format!("s{round}"))).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("reader panicked");
+    }
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    assert!(store.verify().unwrap().is_ok());
+}
+
+#[test]
+fn checkpoint_reopens_with_the_same_answers() {
+    let t = store();
+    let a = person(1);
+    t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    let _ = answered(&t.store, &a, "2026-11-21");
+    let cp = t.dir.path().join("checkpoint");
+    t.store.checkpoint(&cp).unwrap();
+    // The original keeps changing; the checkpoint does not.
+    t.store.apply(vec![upsert(a, cert("H2"))], ApplyMode::Diff).unwrap();
+    let copy = Store::open(&cp, config()).unwrap();
+    assert_eq!(answered(&copy, &a, "2026-11-21"), Some(vec!["H1".into()]));
+    assert_eq!(copy.access_history(&a).unwrap().len(), 2, "the access log is in the checkpoint");
+    assert!(copy.verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_store_refuses_another_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path(), config()).unwrap());
+    let mut other = config();
+    other.secret_fingerprint = Some(pmh_engine::PmhIdDeriver::new(b"another secret").fingerprint());
+    assert!(matches!(Store::open(dir.path(), other), Err(Error::SecretMismatch)));
+}
+
+#[test]
+fn verify_catches_a_corrupted_value_and_lookup_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = person(1);
+    let key = {
+        let s = Store::open(dir.path(), config()).unwrap();
+        s.apply(vec![upsert(a, cert("H1")), upsert(person(2), cert("H2"))], ApplyMode::Diff).unwrap();
+        assert!(s.verify().unwrap().is_ok());
+        s.key_of(&a)
+    };
+    // Corrupt the value behind the engine's back, with plain RocksDB.
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), pmh_engine::layout::ALL_CFS).unwrap();
+        let cf = db.cf_handle(pmh_engine::layout::HOLDERS[0]).unwrap();
+        let mut v = db.get_cf(cf, key.0).unwrap().unwrap();
+        let n = v.len();
+        v[n - 4..].copy_from_slice(&[0xff; 4]);
+        db.put_cf(cf, key.0, v).unwrap();
+    }
+    let s = Store::open(dir.path(), config()).unwrap();
+    let r = s.verify().unwrap();
+    assert_eq!(r.problem_count, 2, "{:?}", r.problems);
+    assert!(r.problems.iter().any(|p| p.contains("does not validate")), "{:?}", r.problems);
+    assert!(r.problems.iter().any(|p| p.contains("no such certificate")), "{:?}", r.problems);
+    s.grant_consent(&a, institution(), unix_now()).unwrap();
+    assert!(matches!(s.lookup("gw", &a, institution(), date("2026-11-21")), Err(Error::Corrupt(_))));
+    assert_eq!(s.corrupt_reads(), 1);
+}
+
+#[test]
+fn stats_count_what_is_stored() {
+    let t = store();
+    t.store
+        .load_snapshot((0..50).map(|i| (person(i), cert(&format!("H{i}")))).collect(), &t.dir.path().join("s"))
+        .unwrap();
+    t.store.grant_consent(&person(1), institution(), unix_now()).unwrap();
+    let s = t.store.stats().unwrap();
+    assert_eq!(s.generation, 1);
+    assert_eq!(s.live_consents, 1);
+    let holders = s.column_families.iter().find(|c| c.name == pmh_engine::layout::HOLDERS[1]).unwrap();
+    assert_eq!(holders.estimated_keys, 50);
+    assert!(holders.sst_bytes > 0);
+    t.store.compact().unwrap();
+    assert!(t.store.verify().unwrap().is_ok());
+}
+
+#[test]
+fn certificate_identity_is_municipality_type_and_history_key() {
+    let id = cert("H1").id();
+    assert_eq!(
+        id,
+        CertificateId {
+            municipality_code: 131016,
+            org_specific_certificate_type_id: "KODOMO".into(),
+            history_key: "H1".into()
+        }
+    );
+}
