@@ -16,7 +16,7 @@ use crate::synth::{Population, Rng};
 /// The secret the synthetic stores use.
 pub const BENCH_SECRET: &[u8] = b"pmh-bench-secret";
 /// The institution every benchmark consent is granted to.
-pub const BENCH_INSTITUTION: &str = "1311234567";
+pub const BENCH_INSTITUTION: &str = "1311234569";
 
 /// A built synthetic store and the PMH-IDs of its people.
 pub struct BenchStore {
@@ -79,6 +79,9 @@ pub struct EngineReport {
     pub ceiling: OpReport,
     /// Full engine lookup (consent + get + validated access + date filter + access log).
     pub lookup: OpReport,
+    /// Components between the two, for attribution: get + touching every value byte,
+    /// get + full rkyv validation + holder match, get + checksum + holder match.
+    pub components: Vec<OpReport>,
 }
 
 impl EngineReport {
@@ -108,49 +111,78 @@ pub fn run(b: &BenchStore, ops: u64, rounds: u32, seed: u64) -> Result<EngineRep
         }
         Ok(())
     };
-    // Warm the cache with both paths.
+    let touch = |i: usize| -> Result<(), String> {
+        let v = b.store.raw_get_pinned(&keys[i]).map_err(|e| e.to_string())?;
+        black_box(v.map(|v| v.iter().fold(0u8, |a, &x| a ^ x)));
+        Ok(())
+    };
+    let access = |i: usize| -> Result<(), String> {
+        let v = b.store.raw_get_pinned(&keys[i]).map_err(|e| e.to_string())?;
+        if let Some(v) = v {
+            let bucket = pmh_engine::record::access_bucket(&v).map_err(|e| e.to_string())?;
+            black_box(bucket.holder(b.ids[order[i]].as_bytes()).map(|h| h.certificates.len()));
+        }
+        Ok(())
+    };
+    let trusted = |i: usize| -> Result<(), String> {
+        let v = b.store.raw_get_pinned(&keys[i]).map_err(|e| e.to_string())?;
+        if let Some(v) = v {
+            // SAFETY: the store's holders values are written by `encode_bucket`.
+            let bucket = unsafe { pmh_engine::record::access_bucket_trusted(&v) }.map_err(|e| e.to_string())?;
+            black_box(bucket.holder(b.ids[order[i]].as_bytes()).map(|h| h.certificates.len()));
+        }
+        Ok(())
+    };
+    let ops_list: [(&'static str, &dyn Fn(usize) -> Result<(), String>); 5] = [
+        ("raw get_pinned", &raw),
+        ("engine lookup", &look),
+        ("get+touch value", &touch),
+        ("get+bytecheck", &access),
+        ("get+checksum", &trusted),
+    ];
+    // Warm the cache.
     for i in 0..order.len() {
         raw(i)?;
     }
-    let mut h_raw = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
-    let mut h_look = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
-    let (mut t_raw, mut t_look) = (0f64, 0f64);
+    let mut hist: Vec<Histogram<u64>> =
+        (0..ops_list.len()).map(|_| Histogram::<u64>::new(3).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    let mut secs = vec![0f64; ops_list.len()];
     let per_round = order.len() / rounds.max(1) as usize;
     for r in 0..rounds as usize {
         let range = r * per_round..(r + 1) * per_round;
-        // Throughput: untimed per op.
-        let t = Instant::now();
-        for i in range.clone() {
-            raw(i)?;
-        }
-        t_raw += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        for i in range.clone() {
-            look(i)?;
-        }
-        t_look += t.elapsed().as_secs_f64();
-        // Latency: timed per op.
-        for i in range.clone() {
+        for (k, (_, op)) in ops_list.iter().enumerate() {
+            // Throughput: untimed per op.
             let t = Instant::now();
-            raw(i)?;
-            let _ = h_raw.record(t.elapsed().as_nanos() as u64);
-        }
-        for i in range {
-            let t = Instant::now();
-            look(i)?;
-            let _ = h_look.record(t.elapsed().as_nanos() as u64);
+            for i in range.clone() {
+                op(i)?;
+            }
+            secs[k] += t.elapsed().as_secs_f64();
+            // Latency: timed per op.
+            for i in range.clone() {
+                let t = Instant::now();
+                op(i)?;
+                let _ = hist[k].record(t.elapsed().as_nanos() as u64);
+            }
         }
     }
     b.store.flush_access_log();
     let n = (per_round * rounds as usize) as f64;
-    let rep = |name, h: &Histogram<u64>, t: f64| OpReport {
-        name,
-        ops: h.len(),
-        p50_ns: h.value_at_quantile(0.5),
-        p99_ns: h.value_at_quantile(0.99),
-        p999_ns: h.value_at_quantile(0.999),
-        mean_ns: h.mean(),
-        ops_per_sec: n / t,
-    };
-    Ok(EngineReport { ceiling: rep("raw get_pinned", &h_raw, t_raw), lookup: rep("engine lookup", &h_look, t_look) })
+    let mut reps: Vec<OpReport> = ops_list
+        .iter()
+        .zip(&hist)
+        .zip(&secs)
+        .map(|(((name, _), h), t)| OpReport {
+            name,
+            ops: h.len(),
+            p50_ns: h.value_at_quantile(0.5),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            mean_ns: h.mean(),
+            ops_per_sec: n / t,
+        })
+        .collect();
+    let components = reps.split_off(2);
+    let lookup = reps.pop().ok_or("no lookup report")?;
+    let ceiling = reps.pop().ok_or("no ceiling report")?;
+    Ok(EngineReport { ceiling, lookup, components })
 }

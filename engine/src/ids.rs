@@ -225,7 +225,9 @@ pub fn validate_recipient_number(insurer: InsurerNumber, s: &str) -> Result<(), 
 }
 
 /// 医療機関コード (10 digits): 都道府県番号 (2, 01–47) + 点数表番号 (1) + 郡市区番号 (2) +
-/// 医療機関番号 (4) + check digit (modulus 10, weights 2·1 over the six digits before it).
+/// 医療機関番号 (4) + check digit. The check digit is computed over all nine digits before
+/// it — prefecture and 点数表番号 included — with modulus 10, weights 2·1 from the right
+/// (the Luhn scheme), e.g. `0110113719`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InstitutionCode(u64);
 
@@ -238,7 +240,7 @@ impl InstitutionCode {
         if !(1..=47).contains(&pref) {
             return Err(IdError::new(K, "prefecture part 01-47"));
         }
-        if mod10_w21_check_digit(&d[3..9]) != d[9] {
+        if mod10_w21_check_digit(&d[..9]) != d[9] {
             return Err(IdError::new(K, "check digit"));
         }
         Ok(InstitutionCode(to_number(&d)))
@@ -297,7 +299,7 @@ pub mod make {
     pub fn institution_code(pref: u8, table: u8, body: u32) -> String {
         let s = format!("{:02}{}{:06}", pref % 100, table % 10, body % 1_000_000);
         let d: Vec<u8> = s.bytes().map(|c| c - b'0').collect();
-        format!("{s}{}", mod10_w21_check_digit(&d[3..9]))
+        format!("{s}{}", mod10_w21_check_digit(&d))
     }
 }
 
@@ -362,6 +364,10 @@ mod tests {
 
     #[test]
     fn institution_codes() {
+        // A published prescription-issuer code (処方箋発行医療機関コード).
+        assert!(InstitutionCode::parse("0110113719").is_ok());
+        assert_eq!(InstitutionCode::parse("0110113718").unwrap_err().rule, "check digit");
+        assert!(InstitutionCode::parse("1311234569").is_ok());
         let c = make::institution_code(13, 1, 123456);
         assert_eq!(InstitutionCode::parse(&c).unwrap().to_string(), c);
         assert_eq!(InstitutionCode::parse("4811234567").unwrap_err().rule, "prefecture part 01-47");
@@ -433,7 +439,7 @@ mod tests {
         }
 
         #[test]
-        fn institution_single_digit_change_is_caught(pref in 1u8..48, table in 1u8..10, body in 0u32..1_000_000, pos in 3usize..10, delta in 1u8..10) {
+        fn institution_single_digit_change_is_caught(pref in 1u8..48, table in 1u8..10, body in 0u32..1_000_000, pos in 0usize..10, delta in 1u8..10) {
             let good = make::institution_code(pref, table, body);
             prop_assert!(InstitutionCode::parse(&good).is_ok());
             prop_assert!(InstitutionCode::parse(&change_digit(&good, pos, delta)).is_err());

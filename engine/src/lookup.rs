@@ -15,19 +15,21 @@
 //! 5. **Designated institutions** — each certificate says whether the asker is one of its
 //!    指定医療機関.
 //!
-//! The cost is one pinned RocksDB get plus an in-place rkyv validation; the answer borrows
-//! the pinned block, so nothing is copied until the caller renders it.
+//! The cost is one pinned RocksDB get plus a checksum pass over the value, which is then
+//! read in place (see `record::access_bucket_trusted` for why a checksum and not a full
+//! bytecheck on this path); the answer borrows the pinned block, so nothing is copied
+//! until the caller renders it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rocksdb::DBPinnableSlice;
 
 use crate::audit::{AccessEntry, AccessOutcome, DisclosedCertificate};
-use crate::date::{Date, unix_now, unix_now_micros};
+use crate::date::{Date, unix_now_micros};
 use crate::error::Error;
 use crate::ids::InstitutionCode;
 use crate::pmh_id::PmhId;
-use crate::record::{ArchivedBucket, ArchivedCertificate, ArchivedHolder, access_bucket};
+use crate::record::{ArchivedBucket, ArchivedCertificate, ArchivedHolder, VALUE_TRAILER, access_bucket_trusted};
 use crate::store::Store;
 
 /// The answer to one lookup.
@@ -75,9 +77,10 @@ pub struct CertificateView<'e> {
 impl<'a> Eligibility<'a> {
     fn holder(&self) -> Option<&ArchivedHolder> {
         let v = self.value.as_ref()?;
-        // SAFETY: these exact bytes were validated by `access_bucket` in `Eligibility::new`
-        // and a pinned slice is immutable while pinned, so unchecked access is sound.
-        let bucket = unsafe { rkyv::access_unchecked::<ArchivedBucket>(v) };
+        // SAFETY: `Eligibility::new` accepted these exact bytes through
+        // `access_bucket_trusted` (checksum over a holders value written by
+        // `encode_bucket`), and a pinned slice is immutable while pinned.
+        let bucket = unsafe { rkyv::access_unchecked::<ArchivedBucket>(&v[..v.len() - VALUE_TRAILER]) };
         bucket.holders.get(self.holder)
     }
 
@@ -123,8 +126,10 @@ impl<'a> Eligibility<'a> {
         let mut e =
             Eligibility { value: None, holder: 0, visible: Vec::new(), personal_withheld: false, institution, date };
         let Some(v) = value else { return Ok(e) };
-        let bucket =
-            access_bucket(&v).map_err(|err| Error::Corrupt(format!("holder value for key of {pmh_id}: {err}")))?;
+        // SAFETY: holders values are written only by `encode_bucket` (change sets and
+        // snapshots); see `access_bucket_trusted` for why the checksum then suffices.
+        let bucket = unsafe { access_bucket_trusted(&v) }
+            .map_err(|err| Error::Corrupt(format!("holder value for key of {pmh_id}: {err}")))?;
         let Some((idx, holder)) = bucket.holders.iter().enumerate().find(|(_, h)| &h.pmh_id == pmh_id.as_bytes())
         else {
             // Another person's bucket (store-key collision): this person has no records.
@@ -143,9 +148,9 @@ impl<'a> Eligibility<'a> {
         Ok(e)
     }
 
-    fn access_entry(&self, pmh_id: &PmhId, client: &str) -> AccessEntry {
+    fn access_entry(&self, pmh_id: &PmhId, client: &str, at_micros: i64) -> AccessEntry {
         AccessEntry {
-            at_micros: unix_now_micros(),
+            at_micros,
             pmh_id: *pmh_id.as_bytes(),
             institution: self.institution,
             client: client.to_owned(),
@@ -165,9 +170,9 @@ impl<'a> Eligibility<'a> {
     }
 }
 
-fn refusal_entry(pmh_id: &PmhId, institution: u64, date: Date, client: &str) -> AccessEntry {
+fn refusal_entry(pmh_id: &PmhId, institution: u64, date: Date, client: &str, at_micros: i64) -> AccessEntry {
     AccessEntry {
-        at_micros: unix_now_micros(),
+        at_micros,
         pmh_id: *pmh_id.as_bytes(),
         institution,
         client: client.to_owned(),
@@ -191,15 +196,17 @@ impl Store {
         institution: InstitutionCode,
         date: Date,
     ) -> Result<Lookup<'_>, Error> {
-        if !self.consents.is_live(pmh_id, institution, unix_now()) {
-            self.audit.record(refusal_entry(pmh_id, institution.get(), date, client));
+        // One clock read serves the consent check and the access-log timestamp.
+        let now_us = unix_now_micros();
+        if !self.consents.is_live(pmh_id, institution, now_us.div_euclid(1_000_000)) {
+            self.audit.record(refusal_entry(pmh_id, institution.get(), date, client, now_us));
             return Ok(Lookup::ConsentRequired);
         }
         let value = self.get_bucket(&self.key_of(pmh_id))?;
         let e = Eligibility::new(value, pmh_id, institution.get(), date).inspect_err(|_| {
             CORRUPT_READS.fetch_add(1, Ordering::Relaxed);
         })?;
-        self.audit.record(e.access_entry(pmh_id, client));
+        self.audit.record(e.access_entry(pmh_id, client, now_us));
         Ok(Lookup::Answered(e))
     }
 
@@ -212,7 +219,8 @@ impl Store {
         institution: InstitutionCode,
         date: Date,
     ) -> Result<Vec<Lookup<'_>>, Error> {
-        let now = unix_now();
+        let now_us = unix_now_micros();
+        let now = now_us.div_euclid(1_000_000);
         let mut wanted: Vec<([u8; 16], usize)> = Vec::with_capacity(pmh_ids.len());
         for (i, id) in pmh_ids.iter().enumerate() {
             if self.consents.is_live(id, institution, now) {
@@ -236,12 +244,12 @@ impl Store {
             .map(|(id, o)| match o {
                 Some(l) => {
                     if let Lookup::Answered(e) = &l {
-                        self.audit.record(e.access_entry(id, client));
+                        self.audit.record(e.access_entry(id, client, now_us));
                     }
                     l
                 }
                 None => {
-                    self.audit.record(refusal_entry(id, institution.get(), date, client));
+                    self.audit.record(refusal_entry(id, institution.get(), date, client, now_us));
                     Lookup::ConsentRequired
                 }
             })

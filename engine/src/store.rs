@@ -63,12 +63,13 @@ impl Store {
     pub fn open_with_key_fn(path: impl AsRef<Path>, config: StoreConfig, key_fn: KeyFn) -> Result<Store, Error> {
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| Error::Io(format!("create {}: {e}", path.display())))?;
-        let cache = Cache::new_lru_cache(config.rocks.block_cache_bytes);
+        let cache = config.rocks.new_cache();
         let descriptors = ALL_CFS.iter().map(|&name| {
             // Explicit descriptors for every family, `default` included: opening a family
             // by name alone silently gives it fresh default options (no filter, no cache).
             let opts = match name {
-                META | ACCESS_LOG => config.rocks.log_cf_options(&cache),
+                META => config.rocks.log_cf_options(&cache),
+                ACCESS_LOG => config.rocks.access_log_cf_options(&cache),
                 _ => config.rocks.point_cf_options(&cache),
             };
             ColumnFamilyDescriptor::new(name, opts)

@@ -40,6 +40,18 @@ enum Cmd {
         /// Block cache size in MiB.
         #[arg(long, default_value_t = 1024)]
         cache_mib: usize,
+        /// Data block size in bytes (tuning experiments).
+        #[arg(long)]
+        block_size: Option<usize>,
+        /// Use the hash index with this prefix length (tuning experiments).
+        #[arg(long)]
+        hash_index: Option<usize>,
+        /// Data block restart interval (tuning experiments).
+        #[arg(long)]
+        restart_interval: Option<i32>,
+        /// Use the LRU block cache instead of HyperClock (tuning experiments).
+        #[arg(long)]
+        lru: bool,
     },
     /// Builds a small synthetic store and shows a consented lookup, a refusal and the
     /// access log.
@@ -65,7 +77,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Engine { persons, ops, rounds, dir, seed, cache_mib } => {
+        Cmd::Engine { persons, ops, rounds, dir, seed, cache_mib, block_size, hash_index, restart_interval, lru } => {
             let tmp;
             let dir = match dir {
                 Some(d) => d,
@@ -76,12 +88,27 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let mut config = StoreConfig { sync_writes: false, ..StoreConfig::default() };
             config.rocks.block_cache_bytes = cache_mib << 20;
+            if let Some(b) = block_size {
+                config.rocks.block_size = b;
+            }
+            if let Some(r) = restart_interval {
+                config.rocks.block_restart_interval = r;
+            }
+            if lru {
+                config.rocks.cache = pmh_engine::options::CacheKind::Lru;
+            }
+            if let Some(p) = hash_index {
+                config.rocks.index = pmh_engine::options::IndexKind::Hash { prefix_len: p };
+            }
             let t = Instant::now();
             let b = engine::build_store(&dir, persons, seed, config)?;
             println!("built store: {persons} persons in {:.1} s", t.elapsed().as_secs_f64());
             let r = engine::run(&b, ops, rounds, seed)?;
             print_op(&r.ceiling);
             print_op(&r.lookup);
+            for c in &r.components {
+                print_op(c);
+            }
             println!("ratio lookup/ceiling (throughput): {:.3}", r.ratio());
             Ok(())
         }
