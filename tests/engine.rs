@@ -16,7 +16,7 @@ fn upsert(pmh_id: PmhId, certificate: pmh_engine::Certificate) -> Change {
 
 /// History keys of the certificates answered, sorted.
 fn answered(store: &Store, who: &PmhId, on: &str) -> Option<Vec<String>> {
-    match store.lookup("test", who, institution(), date(on)).expect("lookup") {
+    match store.lookup(store.register_client("test"), who, institution(), date(on)).expect("lookup") {
         Lookup::ConsentRequired => None,
         Lookup::Answered(e) => {
             let mut v: Vec<String> = e.certificates().map(|c| c.certificate.history_key.to_string()).collect();
@@ -32,7 +32,7 @@ fn consented_lookup_returns_valid_certificates() {
     let a = person(1);
     t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
     t.store.grant_consent(&a, institution(), unix_now()).unwrap();
-    let l = t.store.lookup("gw", &a, institution(), date("2026-11-21")).unwrap();
+    let l = t.store.lookup(t.store.register_client("gw"), &a, institution(), date("2026-11-21")).unwrap();
     let e = l.answered().expect("answered");
     assert_eq!(e.len(), 1);
     let c = e.certificates().next().unwrap();
@@ -49,7 +49,7 @@ fn without_consent_the_answer_is_the_same_for_existing_and_unknown_people() {
     let unknown = person(2);
     t.store.apply(vec![upsert(known, cert("H1"))], ApplyMode::Diff).unwrap();
     for who in [known, unknown] {
-        let l = t.store.lookup("gw", &who, institution(), date("2026-11-21")).unwrap();
+        let l = t.store.lookup(t.store.register_client("gw"), &who, institution(), date("2026-11-21")).unwrap();
         assert!(matches!(l, Lookup::ConsentRequired));
     }
     // Consent for another institution does not count.
@@ -142,7 +142,7 @@ fn not_disclosed_withholds_the_personal_block_but_not_billing_fields() {
     // withheld from it too, or it would leak through it.
     t.store.apply(vec![upsert(a, hidden), upsert(a, cert("PLAIN"))], ApplyMode::Diff).unwrap();
     t.store.grant_consent(&a, institution(), unix_now()).unwrap();
-    let l = t.store.lookup("gw", &a, institution(), date("2026-11-21")).unwrap();
+    let l = t.store.lookup(t.store.register_client("gw"), &a, institution(), date("2026-11-21")).unwrap();
     let e = l.answered().unwrap();
     assert!(e.personal_withheld());
     assert_eq!(e.len(), 2);
@@ -162,7 +162,7 @@ fn designated_institution_flag() {
     let a = person(1);
     t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
     t.store.grant_consent(&a, other_institution(), unix_now()).unwrap();
-    let l = t.store.lookup("gw", &a, other_institution(), date("2026-11-21")).unwrap();
+    let l = t.store.lookup(t.store.register_client("gw"), &a, other_institution(), date("2026-11-21")).unwrap();
     assert!(!l.answered().unwrap().certificates().next().unwrap().is_designated_institution);
 }
 
@@ -171,9 +171,12 @@ fn every_answer_and_refusal_is_in_the_access_log() {
     let t = store();
     let a = person(1);
     t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
-    assert!(matches!(t.store.lookup("gw-1", &a, institution(), date("2026-11-21")).unwrap(), Lookup::ConsentRequired));
+    assert!(matches!(
+        t.store.lookup(t.store.register_client("gw-1"), &a, institution(), date("2026-11-21")).unwrap(),
+        Lookup::ConsentRequired
+    ));
     t.store.grant_consent(&a, institution(), unix_now()).unwrap();
-    let _ = t.store.lookup("gw-2", &a, institution(), date("2026-11-21")).unwrap();
+    let _ = t.store.lookup(t.store.register_client("gw-2"), &a, institution(), date("2026-11-21")).unwrap();
     let log = t.store.access_history(&a).unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[0].outcome, AccessOutcome::ConsentRequired);
@@ -200,7 +203,10 @@ fn batch_lookup_answers_in_request_order() {
     }
     t.store.revoke_consent(&b, institution()).unwrap();
     let d = person(4); // no consent, no records
-    let r = t.store.lookup_batch("gw", &[c, b, a, d, a], institution(), date("2026-11-21")).unwrap();
+    let r = t
+        .store
+        .lookup_batch(t.store.register_client("gw"), &[c, b, a, d, a], institution(), date("2026-11-21"))
+        .unwrap();
     let summary: Vec<Option<Vec<String>>> = r
         .iter()
         .map(|l| l.answered().map(|e| e.certificates().map(|c| c.certificate.history_key.to_string()).collect()))
@@ -233,7 +239,7 @@ fn a_failed_change_set_changes_nothing() {
     assert_eq!((e.problems[0].index, e.problems[0].field), (2, "validTo"));
     assert_eq!((e.problems[1].index, e.problems[1].rule), (3, "unique certificate identity"));
     t.store.grant_consent(&a, institution(), unix_now()).unwrap();
-    let l = t.store.lookup("gw", &a, institution(), date("2026-11-21")).unwrap();
+    let l = t.store.lookup(t.store.register_client("gw"), &a, institution(), date("2026-11-21")).unwrap();
     let e = l.answered().unwrap();
     let names: Vec<_> = e
         .certificates()
@@ -323,7 +329,7 @@ fn store_key_collisions_never_mix_people() {
     assert_eq!(answered(&s, &b, "2026-11-21"), Some(vec!["B1".into()]));
     // c shares the key but has no records: it must see nothing of a's or b's.
     assert_eq!(answered(&s, &c, "2026-11-21"), Some(vec![]));
-    let batch = s.lookup_batch("gw", &[c, a], institution(), date("2026-11-21")).unwrap();
+    let batch = s.lookup_batch(s.register_client("gw"), &[c, a], institution(), date("2026-11-21")).unwrap();
     assert_eq!(batch[0].answered().unwrap().len(), 0);
     assert_eq!(
         batch[1].answered().unwrap().certificates().next().unwrap().certificate.basic_five_info.name.as_str(),
@@ -468,7 +474,7 @@ fn verify_catches_a_corrupted_value_and_lookup_refuses_it() {
     assert!(r.problems.iter().any(|p| p.contains("does not validate")), "{:?}", r.problems);
     assert!(r.problems.iter().any(|p| p.contains("no such certificate")), "{:?}", r.problems);
     s.grant_consent(&a, institution(), unix_now()).unwrap();
-    assert!(matches!(s.lookup("gw", &a, institution(), date("2026-11-21")), Err(Error::Corrupt(_))));
+    assert!(matches!(s.lookup(s.register_client("gw"), &a, institution(), date("2026-11-21")), Err(Error::Corrupt(_))));
     assert_eq!(s.corrupt_reads(), 1);
 }
 
@@ -499,5 +505,33 @@ fn certificate_identity_is_municipality_type_and_history_key() {
             org_specific_certificate_type_id: "KODOMO".into(),
             history_key: "H1".into()
         }
+    );
+}
+
+#[test]
+fn a_person_with_many_certificates_is_answered_and_logged_in_full() {
+    // Past 64 certificates the answer switches from a bit mask to a list, and the access
+    // log entry outgrows its inline buffer: both paths must keep every certificate.
+    let t = store();
+    let a = person(1);
+    let keys: Vec<String> = (0..70).map(|i| format!("history-key-with-some-length-{i:03}")).collect();
+    let mut expired = cert("EXPIRED");
+    expired.valid_to = expired.valid_from;
+    let mut changes: Vec<Change> = keys.iter().map(|k| upsert(a, cert(k))).collect();
+    changes.push(upsert(a, expired));
+    t.store.apply(changes, ApplyMode::Diff).unwrap();
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(answered(&t.store, &a, "2026-11-21"), Some(want.clone()));
+    let log = t.store.access_history(&a).unwrap();
+    let mut logged: Vec<String> = log[0].disclosed.iter().map(|d| d.history_key.clone()).collect();
+    logged.sort();
+    assert_eq!(logged, want);
+    assert!(
+        log[0]
+            .disclosed
+            .iter()
+            .all(|d| d.municipality_code == 131016 && d.org_specific_certificate_type_id == "KODOMO")
     );
 }

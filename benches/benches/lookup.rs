@@ -30,11 +30,12 @@ fn lookup(c: &mut Criterion) {
             black_box(b.store.raw_get_pinned(&keys[i]).expect("get").map(|v| v.len()))
         })
     });
+    let client = b.store.register_client("bench");
     let mut i = 0usize;
     g.bench_function("engine_lookup", |bch| {
         bch.iter(|| {
             i = (i + 1) & ((1 << 20) - 1);
-            match b.store.lookup("bench", &b.ids[order[i]], inst, b.today).expect("lookup") {
+            match b.store.lookup(client, &b.ids[order[i]], inst, b.today).expect("lookup") {
                 Lookup::Answered(e) => black_box(e.len()),
                 Lookup::ConsentRequired => panic!("bench consent missing"),
             }

@@ -53,6 +53,9 @@ pub fn build_store(dir: &Path, persons: u64, seed: u64, config: StoreConfig) -> 
     Ok(BenchStore { store, ids, today })
 }
 
+/// A benchmarked operation: its name and what it does for operation number `i`.
+type NamedOp<'a> = (&'static str, &'a dyn Fn(usize) -> Result<(), String>);
+
 /// Latency and throughput of one operation.
 #[derive(Debug, Clone)]
 pub struct OpReport {
@@ -102,8 +105,9 @@ pub fn run(b: &BenchStore, ops: u64, rounds: u32, seed: u64) -> Result<EngineRep
         black_box(v.map(|v| v.len()));
         Ok(())
     };
+    let client = b.store.register_client("bench");
     let look = |i: usize| -> Result<(), String> {
-        match b.store.lookup("bench", &b.ids[order[i]], inst, b.today).map_err(|e| e.to_string())? {
+        match b.store.lookup(client, &b.ids[order[i]], inst, b.today).map_err(|e| e.to_string())? {
             Lookup::Answered(e) => {
                 black_box(e.len());
             }
@@ -133,7 +137,7 @@ pub fn run(b: &BenchStore, ops: u64, rounds: u32, seed: u64) -> Result<EngineRep
         }
         Ok(())
     };
-    let ops_list: [(&'static str, &dyn Fn(usize) -> Result<(), String>); 5] = [
+    let ops_list: [NamedOp<'_>; 5] = [
         ("raw get_pinned", &raw),
         ("engine lookup", &look),
         ("get+touch value", &touch),

@@ -55,7 +55,7 @@ pub mod snapshot;
 pub mod store;
 
 pub use admin::{StoreStats, VerifyReport};
-pub use audit::{AccessEntry, AccessOutcome};
+pub use audit::{AccessEntry, AccessOutcome, ClientId};
 pub use change::{ApplyMode, ApplySummary, Change};
 pub use date::Date;
 pub use error::{ChangeError, ChangeProblem, Error};

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rocksdb::DBPinnableSlice;
 
-use crate::audit::{AccessEntry, AccessOutcome, DisclosedCertificate};
+use crate::audit::{AccessOutcome, ClientId, PendingAccess};
 use crate::date::{Date, unix_now_micros};
 use crate::error::Error;
 use crate::ids::InstitutionCode;
@@ -56,11 +56,36 @@ pub struct Eligibility<'a> {
     value: Option<DBPinnableSlice<'a>>,
     /// Index of the person's holder within the bucket.
     holder: usize,
-    /// Indices of the certificates valid on the date.
-    visible: Vec<u16>,
+    /// Which certificates are valid on the date.
+    visible: Visible,
     personal_withheld: bool,
     institution: u64,
     date: Date,
+}
+
+/// The certificates of a holder valid on the date: a bit mask for the usual ≤ 64
+/// certificates (no allocation on the hot path), a list beyond that.
+enum Visible {
+    Mask(u64),
+    List(Vec<u16>),
+}
+
+impl Visible {
+    fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        let (mask, list) = match self {
+            Visible::Mask(m) => (*m, &[][..]),
+            Visible::List(l) => (0, &l[..]),
+        };
+        let bits = (0..64usize).filter(move |i| mask & (1u64 << i) != 0);
+        bits.chain(list.iter().map(|&i| usize::from(i)))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Visible::Mask(m) => m.count_ones() as usize,
+            Visible::List(l) => l.len(),
+        }
+    }
 }
 
 /// One certificate of an answer.
@@ -87,8 +112,8 @@ impl<'a> Eligibility<'a> {
     /// The certificates valid on the date, in stored order.
     pub fn certificates(&self) -> impl Iterator<Item = CertificateView<'_>> {
         let certs = self.holder().map(|h| &h.certificates[..]).unwrap_or(&[]);
-        self.visible.iter().map(move |&i| {
-            let c = &certs[usize::from(i)];
+        self.visible.indices().map(move |i| {
+            let c = &certs[i];
             CertificateView {
                 certificate: c,
                 personal_disclosed: !self.personal_withheld,
@@ -104,7 +129,7 @@ impl<'a> Eligibility<'a> {
 
     /// Whether the answer has no certificate.
     pub fn is_empty(&self) -> bool {
-        self.visible.is_empty()
+        self.visible.len() == 0
     }
 
     /// Whether the personal block is withheld (the person has a 不開示 certificate).
@@ -123,8 +148,14 @@ impl<'a> Eligibility<'a> {
         institution: u64,
         date: Date,
     ) -> Result<Eligibility<'a>, Error> {
-        let mut e =
-            Eligibility { value: None, holder: 0, visible: Vec::new(), personal_withheld: false, institution, date };
+        let mut e = Eligibility {
+            value: None,
+            holder: 0,
+            visible: Visible::Mask(0),
+            personal_withheld: false,
+            institution,
+            date,
+        };
         let Some(v) = value else { return Ok(e) };
         // SAFETY: holders values are written only by `encode_bucket` (change sets and
         // snapshots); see `access_bucket_trusted` for why the checksum then suffices.
@@ -137,50 +168,41 @@ impl<'a> Eligibility<'a> {
         };
         e.holder = idx;
         e.personal_withheld = holder.certificates.iter().any(|c| c.is_not_disclosed);
-        e.visible = holder
-            .certificates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.is_valid_on(date))
-            .map(|(i, _)| i as u16)
-            .collect();
+        let valid = holder.certificates.iter().enumerate().filter(|(_, c)| c.is_valid_on(date)).map(|(i, _)| i);
+        e.visible = if holder.certificates.len() <= 64 {
+            Visible::Mask(valid.fold(0u64, |m, i| m | (1u64 << i)))
+        } else {
+            Visible::List(valid.map(|i| i as u16).collect())
+        };
         e.value = Some(v);
         Ok(e)
     }
 
-    fn access_entry(&self, pmh_id: &PmhId, client: &str, at_micros: i64) -> AccessEntry {
-        AccessEntry {
+    fn access_entry(&self, pmh_id: &PmhId, client: ClientId, at_micros: i64) -> PendingAccess {
+        let mut p = PendingAccess::new(
             at_micros,
-            pmh_id: *pmh_id.as_bytes(),
-            institution: self.institution,
-            client: client.to_owned(),
-            date: self.date.days(),
-            outcome: AccessOutcome::Answered,
-            personal_disclosed: !self.personal_withheld && !self.visible.is_empty(),
-            disclosed: self
-                .certificates()
-                .map(|v| DisclosedCertificate {
-                    municipality_code: v.certificate.municipality_code.to_native(),
-                    insurer_number: v.certificate.medical_subsidy_insurer_number.to_native(),
-                    org_specific_certificate_type_id: v.certificate.org_specific_certificate_type_id.to_string(),
-                    history_key: v.certificate.history_key.to_string(),
-                })
-                .collect(),
+            *pmh_id.as_bytes(),
+            self.institution,
+            client,
+            self.date.days(),
+            AccessOutcome::Answered,
+        );
+        p.personal_disclosed = !self.personal_withheld && !self.is_empty();
+        for v in self.certificates() {
+            let c = v.certificate;
+            p.disclose(
+                c.municipality_code.to_native(),
+                c.medical_subsidy_insurer_number.to_native(),
+                &c.org_specific_certificate_type_id,
+                &c.history_key,
+            );
         }
+        p
     }
 }
 
-fn refusal_entry(pmh_id: &PmhId, institution: u64, date: Date, client: &str, at_micros: i64) -> AccessEntry {
-    AccessEntry {
-        at_micros,
-        pmh_id: *pmh_id.as_bytes(),
-        institution,
-        client: client.to_owned(),
-        date: date.days(),
-        outcome: AccessOutcome::ConsentRequired,
-        personal_disclosed: false,
-        disclosed: Vec::new(),
-    }
+fn refusal_entry(pmh_id: &PmhId, institution: u64, date: Date, client: ClientId, at_micros: i64) -> PendingAccess {
+    PendingAccess::new(at_micros, *pmh_id.as_bytes(), institution, client, date.days(), AccessOutcome::ConsentRequired)
 }
 
 /// Lookups that found a corrupt value (also returned as errors); for metrics.
@@ -191,7 +213,7 @@ impl Store {
     /// (the gateway's name, for the access log). See the module doc for the rules.
     pub fn lookup(
         &self,
-        client: &str,
+        client: ClientId,
         pmh_id: &PmhId,
         institution: InstitutionCode,
         date: Date,
@@ -214,7 +236,7 @@ impl Store {
     /// one batched multi-get for everyone consented. Answers are in request order.
     pub fn lookup_batch(
         &self,
-        client: &str,
+        client: ClientId,
         pmh_ids: &[PmhId],
         institution: InstitutionCode,
         date: Date,

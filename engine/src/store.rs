@@ -11,7 +11,7 @@ use rocksdb::{
     Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBPinnableSlice, ReadOptions, WriteBatch, WriteOptions,
 };
 
-use crate::audit::AccessLogWriter;
+use crate::audit::{AccessLogWriter, ClientId, Clients};
 use crate::consent::{ConsentBook, consent_key, decode_consent};
 use crate::date::unix_now;
 use crate::error::{Error, storage};
@@ -39,6 +39,8 @@ pub struct Store {
     /// is a read-modify-write of holder buckets and must not interleave with another.
     pub(crate) writer: Mutex<()>,
     pub(crate) consents: ConsentBook,
+    /// Interned names of the clients that look people up (for the access log).
+    pub(crate) clients: Arc<Clients>,
     pub(crate) config: StoreConfig,
     pub(crate) key_fn: KeyFn,
     pub(crate) path: PathBuf,
@@ -97,7 +99,8 @@ impl Store {
             }
         };
 
-        let audit = AccessLogWriter::start(db.clone(), config.access_log_queue)
+        let clients = Arc::new(Clients::default());
+        let audit = AccessLogWriter::start(db.clone(), config.access_log_queue, clients.clone())
             .map_err(|e| Error::Io(format!("start access-log writer: {e}")))?;
         let store = Store {
             audit,
@@ -105,6 +108,7 @@ impl Store {
             generation: AtomicU64::new(generation),
             writer: Mutex::new(()),
             consents: ConsentBook::new(),
+            clients,
             config,
             key_fn,
             path,
@@ -253,6 +257,13 @@ impl Store {
     }
 
     // ---- access log -----------------------------------------------------------------
+
+    /// The id under which lookups by the client `name` (e.g. a gateway's token name) are
+    /// logged. Register each client once and keep the id: it is what [`Store::lookup`]
+    /// takes, so that logging a lookup needs no allocation.
+    pub fn register_client(&self, name: &str) -> ClientId {
+        self.clients.register(name)
+    }
 
     /// Waits until every access-log entry queued so far is written.
     pub fn flush_access_log(&self) {

@@ -52,6 +52,9 @@ enum Cmd {
         /// Use the LRU block cache instead of HyperClock (tuning experiments).
         #[arg(long)]
         lru: bool,
+        /// Data-block hash index utilisation ratio; 0 disables it (tuning experiments).
+        #[arg(long)]
+        hash_ratio: Option<f64>,
     },
     /// Builds a small synthetic store and shows a consented lookup, a refusal and the
     /// access log.
@@ -77,7 +80,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Engine { persons, ops, rounds, dir, seed, cache_mib, block_size, hash_index, restart_interval, lru } => {
+        Cmd::Engine {
+            persons,
+            ops,
+            rounds,
+            dir,
+            seed,
+            cache_mib,
+            block_size,
+            hash_index,
+            restart_interval,
+            lru,
+            hash_ratio,
+        } => {
             let tmp;
             let dir = match dir {
                 Some(d) => d,
@@ -93,6 +108,9 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             if let Some(r) = restart_interval {
                 config.rocks.block_restart_interval = r;
+            }
+            if let Some(r) = hash_ratio {
+                config.rocks.data_block_hash_ratio = (r > 0.0).then_some(r);
             }
             if lru {
                 config.rocks.cache = pmh_engine::options::CacheKind::Lru;
@@ -134,8 +152,9 @@ fn demo(persons: u64, dir: PathBuf) -> Result<(), String> {
     let inst = InstitutionCode::parse(BENCH_INSTITUTION).map_err(|e| e.to_string())?;
     let who = &b.ids[0];
     println!("\nlookup of person 0 (PMH-ID {who}) by institution {inst}, date {}:", b.today);
+    let demo = b.store.register_client("demo");
     let t = Instant::now();
-    match b.store.lookup("demo", who, inst, b.today).map_err(|e| e.to_string())? {
+    match b.store.lookup(demo, who, inst, b.today).map_err(|e| e.to_string())? {
         Lookup::ConsentRequired => println!("  consent required"),
         Lookup::Answered(e) => {
             println!("  answered in {:.1} µs, {} certificate(s)", t.elapsed().as_secs_f64() * 1e6, e.len());
@@ -161,7 +180,7 @@ fn demo(persons: u64, dir: PathBuf) -> Result<(), String> {
     }
     b.store.revoke_consent(who, inst).map_err(|e| e.to_string())?;
     let refused =
-        matches!(b.store.lookup("demo", who, inst, b.today).map_err(|e| e.to_string())?, Lookup::ConsentRequired);
+        matches!(b.store.lookup(demo, who, inst, b.today).map_err(|e| e.to_string())?, Lookup::ConsentRequired);
     println!("\nafter revoking the consent: {}", if refused { "consent required" } else { "ANSWERED (bug)" });
     println!("\naccess log of person 0:");
     for e in b.store.access_history(who).map_err(|e| e.to_string())? {
