@@ -535,3 +535,40 @@ fn a_person_with_many_certificates_is_answered_and_logged_in_full() {
             .all(|d| d.municipality_code == 131016 && d.org_specific_certificate_type_id == "KODOMO")
     );
 }
+
+#[test]
+fn a_failed_snapshot_install_leaves_the_previous_snapshot_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = person(1);
+    {
+        let s = Store::open(dir.path().join("db"), config()).unwrap();
+        s.load_snapshot(vec![(a, cert("OLD"))], &dir.path().join("s1")).unwrap();
+        let g = s.generation();
+        // Build a valid holders file for the next snapshot, then fail on its source index
+        // file: the holders part is already ingested into the inactive pair when it fails.
+        let opts = s.holders_sst_writer();
+        let holders = dir.path().join("next-holders.sst");
+        let mut w = opts.writer();
+        w.open(&holders).unwrap();
+        let bucket = pmh_engine::record::Bucket {
+            holders: vec![pmh_engine::record::Holder { pmh_id: *a.as_bytes(), certificates: vec![cert("NEW")] }],
+        };
+        w.put(s.key_of(&a).0, pmh_engine::record::encode_bucket(&bucket).unwrap()).unwrap();
+        w.finish().unwrap();
+        let missing = dir.path().join("no-such-source.sst");
+        assert!(s.install_snapshot(&[holders], &[missing]).is_err());
+        assert_eq!(s.generation(), g);
+        s.grant_consent(&a, institution(), unix_now()).unwrap();
+        assert_eq!(answered(&s, &a, "2026-11-21"), Some(vec!["OLD".into()]));
+        let inactive =
+            s.stats().unwrap().column_families.into_iter().find(|c| c.name == pmh_engine::layout::HOLDERS[0]).unwrap();
+        assert_eq!(inactive.estimated_keys, 1, "the partial ingest sits in the inactive pair");
+        assert!(s.verify().unwrap().is_ok());
+    }
+    // Reopening reclaims the partial ingest and still serves the old snapshot.
+    let s = Store::open(dir.path().join("db"), config()).unwrap();
+    let inactive =
+        s.stats().unwrap().column_families.into_iter().find(|c| c.name == pmh_engine::layout::HOLDERS[0]).unwrap();
+    assert_eq!(inactive.estimated_keys, 0);
+    assert_eq!(answered(&s, &a, "2026-11-21"), Some(vec!["OLD".into()]));
+}

@@ -155,7 +155,11 @@ impl Store {
             w.finish().map_err(storage)?;
             source.push(spath);
         }
-        let generation = self.install_snapshot(&holders, &source)?;
-        Ok(SnapshotSummary { generation, buckets: by_key.len() as u64, certificates: n })
+        let generation = self.install_snapshot(&holders, &source);
+        // Ingestion moved the files into the store; whatever is left is scratch.
+        for f in holders.iter().chain(&source) {
+            let _ = std::fs::remove_file(f);
+        }
+        Ok(SnapshotSummary { generation: generation?, buckets: by_key.len() as u64, certificates: n })
     }
 }
