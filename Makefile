@@ -6,7 +6,7 @@
 CARGO := scripts/cargo.sh
 PERSONS ?= 1000000
 
-.PHONY: demo test lint unit bench-engine bench-criterion fmt clean-store
+.PHONY: demo test lint unit bench-engine bench-criterion bench-components fmt clean-store
 
 ## demo: build, generate a synthetic store and show lookups against it
 demo:
@@ -29,6 +29,10 @@ bench-engine:
 ## bench-criterion: the criterion suites
 bench-criterion:
 	PMH_BENCH_PERSONS=$(PERSONS) $(CARGO) bench --locked -p pmh-bench --bench lookup
+
+## bench-components: criterion suite of the hot path's parts
+bench-components:
+	$(CARGO) bench --locked -p pmh-bench --bench components
 
 fmt:
 	cargo fmt --all

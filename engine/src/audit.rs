@@ -99,9 +99,9 @@ impl Clients {
     }
 }
 
-/// Inline capacity for the disclosed-certificate identities of one entry; a person with
-/// more certificates than fit spills to the heap.
-const INLINE_DISCLOSED: usize = 96;
+/// Inline capacity for the disclosed-certificate identities of one entry (two typical
+/// certificates); a person with more spills to the heap.
+const INLINE_DISCLOSED: usize = 76;
 
 /// An access-log entry as queued by a lookup: fixed-size, built without allocating in the
 /// common case (allocation showed up as ~0.5 µs per lookup, most of it freeing on the
@@ -118,10 +118,16 @@ pub(crate) struct PendingAccess {
     /// Encoded disclosed certificates: per certificate municipality (4) + insurer (4) +
     /// type-id length (2) + type id + history-key length (2) + history key.
     inline: [u8; INLINE_DISCLOSED],
-    inline_len: usize,
-    /// Used instead of `inline` once the encoding outgrows it.
-    spill: Vec<u8>,
+    inline_len: u16,
+    /// Used instead of `inline` once the encoding outgrows it. Boxed (8 bytes instead of a
+    /// `Vec`'s 24) to keep the entry at two cache lines: it is written on the lookup core
+    /// and read on the writer's, and every line costs a transfer.
+    #[allow(clippy::box_collection)]
+    spill: Option<Box<Vec<u8>>>,
 }
+
+// Two cache lines; see `spill`.
+const _: () = assert!(std::mem::size_of::<PendingAccess>() <= 128);
 
 impl PendingAccess {
     pub(crate) fn new(
@@ -142,7 +148,7 @@ impl PendingAccess {
             personal_disclosed: false,
             inline: [0; INLINE_DISCLOSED],
             inline_len: 0,
-            spill: Vec::new(),
+            spill: None,
         }
     }
 
@@ -151,30 +157,33 @@ impl PendingAccess {
         let (t, h) = (type_id.as_bytes(), history_key.as_bytes());
         let (tl, hl) = (t.len().min(u16::MAX as usize), h.len().min(u16::MAX as usize));
         let need = 12 + tl + hl;
-        if self.spill.is_empty() && self.inline_len + need <= INLINE_DISCLOSED {
-            let b = &mut self.inline[self.inline_len..self.inline_len + need];
+        let used = usize::from(self.inline_len);
+        if self.spill.is_none() && used + need <= INLINE_DISCLOSED {
+            let b = &mut self.inline[used..used + need];
             b[..4].copy_from_slice(&municipality.to_le_bytes());
             b[4..8].copy_from_slice(&insurer.to_le_bytes());
             b[8..10].copy_from_slice(&(tl as u16).to_le_bytes());
             b[10..10 + tl].copy_from_slice(&t[..tl]);
             b[10 + tl..12 + tl].copy_from_slice(&(hl as u16).to_le_bytes());
             b[12 + tl..].copy_from_slice(&h[..hl]);
-            self.inline_len += need;
+            self.inline_len = (used + need) as u16;
         } else {
-            if self.spill.is_empty() {
-                self.spill.extend_from_slice(&self.inline[..self.inline_len]);
-            }
-            self.spill.extend_from_slice(&municipality.to_le_bytes());
-            self.spill.extend_from_slice(&insurer.to_le_bytes());
-            self.spill.extend_from_slice(&(tl as u16).to_le_bytes());
-            self.spill.extend_from_slice(&t[..tl]);
-            self.spill.extend_from_slice(&(hl as u16).to_le_bytes());
-            self.spill.extend_from_slice(&h[..hl]);
+            let inline = &self.inline[..used];
+            let spill = self.spill.get_or_insert_with(|| Box::new(inline.to_vec()));
+            spill.extend_from_slice(&municipality.to_le_bytes());
+            spill.extend_from_slice(&insurer.to_le_bytes());
+            spill.extend_from_slice(&(tl as u16).to_le_bytes());
+            spill.extend_from_slice(&t[..tl]);
+            spill.extend_from_slice(&(hl as u16).to_le_bytes());
+            spill.extend_from_slice(&h[..hl]);
         }
     }
 
     fn disclosed(&self) -> Vec<DisclosedCertificate> {
-        let mut b: &[u8] = if self.spill.is_empty() { &self.inline[..self.inline_len] } else { &self.spill };
+        let mut b: &[u8] = match &self.spill {
+            Some(s) => s,
+            None => &self.inline[..usize::from(self.inline_len)],
+        };
         let mut out = Vec::new();
         let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
             let (h, t) = (b.get(..n)?.to_vec(), b.get(n..)?);

@@ -61,6 +61,10 @@ impl Date {
 
     /// Parses `YYYY-MM-DD` or `YYYYMMDD`.
     pub fn parse(s: &str) -> Result<Date, DateError> {
+        // Slicing below is by byte position; a non-ASCII string must not reach it.
+        if !s.is_ascii() {
+            return Err(DateError);
+        }
         let b = s.as_bytes();
         let (y, m, d) = match b.len() {
             10 if b[4] == b'-' && b[7] == b'-' => (&s[0..4], &s[5..7], &s[8..10]),
@@ -145,6 +149,11 @@ mod tests {
             "2026-1-021",
             "+026-11-21",
             "",
+            // Non-ASCII of a matching byte length must be an error, not a slicing panic
+            // (regression: ",ア ｱ" is 8 bytes and panicked).
+            ",ア ｱ",
+            "２０２６-1-1",
+            "2026年1月1",
         ] {
             assert!(Date::parse(s).is_err(), "{s}");
         }
