@@ -1,0 +1,316 @@
+//! The CSV reader: a header row, then one record per row, streamed from any [`Read`].
+//!
+//! ## Why fields are decoded one by one
+//! The `csv` crate splits the raw bytes into records and fields, and each field is then
+//! decoded on its own (UTF-8 or Shift_JIS). That is sound for Shift_JIS because its
+//! two-byte characters never contain the bytes CSV syntax uses (trail bytes are
+//! 0x40–0x7E and 0x80–0xFC; `,` `"` CR LF are below 0x40), and it buys two things a
+//! decoding `Read` wrapper cannot give: a byte that does not decode is reported with its
+//! row and field, and nothing but the current record is ever in memory — a multi-GB
+//! file streams through a buffer of a few kilobytes.
+//!
+//! ## List columns
+//! - `additionalConditions`: `item-code` pairs joined with `;` (split at the first `-`).
+//! - `designatedMedicalInstitutions`: institution codes joined with `;`, each optionally
+//!   followed by `:name` (split at the first `:`).
+//! - `certificationDetail`: `name=value` pairs joined with `;` (split at the first `=`).
+//! - `copayment.*`: one column per rule field; several rules are joined with `;` in every
+//!   column, position by position (`外来;入院` / `定額;定率` / `;10` …). Every non-empty
+//!   copayment column of a row must hold the same number of items.
+//!
+//! Empty items (`a-1;;b-2`, a trailing `;`) are ignored in the first three; in the
+//! copayment columns an empty item means "no value for this rule".
+
+use std::io::{self, Read};
+
+use crate::error::{FIELD_FILE, FIELD_RECORD, ParseError, RowError, RowErrors};
+use crate::field::{ALL_FIELDS, COPAY_FIELDS, FIELD_COUNT, Field};
+use crate::options::{Encoding, ParseOptions, ParseSummary};
+use crate::raw::{RawCondition, RawCopay, RawFaceItem, RawInstitution, RawRecord, clean};
+use crate::row::ParsedRow;
+use crate::validate::validate;
+
+/// The UTF-8 byte-order mark.
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+/// A reader with its first bytes (up to three, read to look for a BOM) put back in front.
+pub(crate) type AfterBom<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+/// Reads the first bytes of `input`: whether it starts with a UTF-8 BOM, and a reader
+/// that yields everything after the BOM (or everything, if there is none).
+pub(crate) fn strip_bom<R: Read>(mut input: R) -> io::Result<(bool, AfterBom<R>)> {
+    let mut head = [0u8; 3];
+    let mut n = 0;
+    while n < head.len() {
+        match input.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let bom = n == 3 && head == BOM;
+    let rest = if bom { Vec::new() } else { head[..n].to_vec() };
+    Ok((bom, io::Cursor::new(rest).chain(input)))
+}
+
+/// Decodes fields in the file's encoding, deciding it on the first non-ASCII record when
+/// asked to detect it.
+struct Decoder {
+    encoding: Encoding,
+}
+
+impl Decoder {
+    /// Settles [`Encoding::Auto`] on the first record that holds a non-ASCII byte.
+    fn settle(&mut self, record: &csv::ByteRecord) {
+        if self.encoding == Encoding::Auto && !record.as_slice().is_ascii() {
+            let utf8 = record.iter().all(|f| std::str::from_utf8(f).is_ok());
+            self.encoding = if utf8 { Encoding::Utf8 } else { Encoding::ShiftJis };
+        }
+    }
+
+    /// The text of one field, or the lossy text and the error message.
+    fn decode<'b>(&self, bytes: &'b [u8]) -> Result<std::borrow::Cow<'b, str>, (String, &'static str)> {
+        match self.encoding {
+            // Auto still undecided means the record is ASCII.
+            Encoding::Utf8 | Encoding::Auto => {
+                std::str::from_utf8(bytes).map(std::borrow::Cow::Borrowed).map_err(|_| {
+                    let sjis = encoding_rs::SHIFT_JIS.decode_without_bom_handling_and_without_replacement(bytes);
+                    let what = match sjis {
+                        Some(_) => "is not valid UTF-8 (it reads as Shift_JIS: is the file's encoding declared right?)",
+                        None => "is not valid UTF-8",
+                    };
+                    (String::from_utf8_lossy(bytes).into_owned(), what)
+                })
+            }
+            Encoding::ShiftJis => {
+                encoding_rs::SHIFT_JIS.decode_without_bom_handling_and_without_replacement(bytes).ok_or_else(|| {
+                    let (lossy, _) = encoding_rs::SHIFT_JIS.decode_without_bom_handling(bytes);
+                    (lossy.into_owned(), "is not valid Shift_JIS (CP932)")
+                })
+            }
+        }
+    }
+}
+
+/// How the columns of a file map onto fields.
+struct Columns {
+    /// Field of each column, by position.
+    fields: Vec<Field>,
+}
+
+/// Reads the header record into [`Columns`], or every problem with it.
+fn read_header(header: &csv::ByteRecord, decoder: &Decoder, opts: &ParseOptions) -> Result<Columns, Vec<RowError>> {
+    let file = opts.file_name.as_deref();
+    let mut errors = Vec::new();
+    let mut fields = Vec::with_capacity(header.len());
+    let mut seen: [Option<usize>; FIELD_COUNT] = [None; FIELD_COUNT];
+    for (i, cell) in header.iter().enumerate() {
+        let col = i + 1;
+        let name = match decoder.decode(cell) {
+            Ok(s) => s.into_owned(),
+            Err((lossy, what)) => {
+                let msg = format!("header column {col} {what}");
+                errors.push(RowError::named(file, 0, lossy.clone(), "encoding", msg, &lossy));
+                continue;
+            }
+        };
+        match Field::from_header(&name) {
+            None => {
+                let msg = if name.trim().is_empty() {
+                    format!("header column {col} has no name")
+                } else {
+                    format!("header column {col} ({name:?}) is not a PMH field name")
+                };
+                errors.push(RowError::named(file, 0, name.clone(), "unknown column", msg, ""));
+            }
+            Some(f) => {
+                if let Some(first) = seen[f.index()] {
+                    let msg = format!("columns {first} and {col} both give {}", f.name());
+                    errors.push(RowError::named(file, 0, name.clone(), "duplicate column", msg, ""));
+                } else {
+                    seen[f.index()] = Some(col);
+                }
+                fields.push(f);
+            }
+        }
+    }
+    for f in ALL_FIELDS {
+        if f.required_column(opts.municipality.is_some()) && seen[f.index()].is_none() {
+            let japanese = f.japanese_names().first().copied().unwrap_or("");
+            let msg = format!("the header has no {} ({japanese}) column", f.name());
+            errors.push(RowError::named(file, 0, f.name().to_owned(), "required column", msg, ""));
+        }
+    }
+    if errors.is_empty() { Ok(Columns { fields }) } else { Err(errors) }
+}
+
+/// Splits a list cell at `;`, trimming items and dropping empty ones.
+fn list_items(s: &str) -> impl Iterator<Item = &str> {
+    s.split(';').map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// Fills `raw` from one data record.
+fn read_record(
+    record: &csv::ByteRecord,
+    columns: &Columns,
+    decoder: &Decoder,
+    raw: &mut RawRecord,
+    errs: &mut RowErrors<'_>,
+) {
+    // Copayment columns are split first and zipped into rules at the end.
+    let mut copay_columns: [Option<Vec<Option<String>>>; 8] = Default::default();
+    let mut copay_failed = false;
+    for (bytes, &f) in record.iter().zip(&columns.fields) {
+        let text = match decoder.decode(bytes) {
+            Ok(t) => t,
+            Err((lossy, what)) => {
+                errs.push(f, "encoding", format!("the value {what}"), &lossy);
+                raw.fail(f);
+                copay_failed |= COPAY_FIELDS.contains(&f);
+                continue;
+            }
+        };
+        match f {
+            Field::AdditionalConditions => {
+                for (i, item) in list_items(&text).enumerate() {
+                    match item.split_once('-') {
+                        Some((k, c)) => raw.conditions.push(RawCondition { item: clean(k), code: clean(c) }),
+                        None => {
+                            let msg = format!("item {}: expected item-code", i + 1);
+                            errs.push(f, "list syntax", msg, item);
+                        }
+                    }
+                }
+            }
+            Field::DesignatedMedicalInstitutions => {
+                for item in list_items(&text) {
+                    let (code, name) = match item.split_once(':') {
+                        Some((c, n)) => (clean(c), clean(n)),
+                        None => (clean(item), None),
+                    };
+                    raw.institutions.push(RawInstitution { code, name });
+                }
+            }
+            Field::CertificationDetail => {
+                for (i, item) in list_items(&text).enumerate() {
+                    match item.split_once('=') {
+                        Some((n, v)) => raw.detail.push(RawFaceItem { name: clean(n), value: clean(v) }),
+                        None => {
+                            let msg = format!("item {}: expected name=value", i + 1);
+                            errs.push(f, "list syntax", msg, item);
+                        }
+                    }
+                }
+            }
+            _ => match COPAY_FIELDS.iter().position(|&c| c == f) {
+                Some(k) => {
+                    if clean(&text).is_some() {
+                        copay_columns[k] = Some(text.split(';').map(clean).collect());
+                    }
+                }
+                None => raw.set(f, &text),
+            },
+        }
+    }
+    if copay_failed {
+        // The rules cannot be put together without the column that did not decode.
+        return;
+    }
+    let rules = copay_columns.iter().flatten().map(Vec::len).max().unwrap_or(0);
+    let mut consistent = true;
+    for (k, col) in copay_columns.iter().enumerate() {
+        if let Some(items) = col
+            && items.len() != rules
+        {
+            let msg = format!("has {} item(s) but another copayment column has {rules}", items.len());
+            errs.push(COPAY_FIELDS[k], "same number of rules", msg, "");
+            consistent = false;
+        }
+    }
+    if consistent {
+        for r in 0..rules {
+            let mut rule = RawCopay::default();
+            for (k, col) in copay_columns.iter_mut().enumerate() {
+                if let Some(items) = col {
+                    rule.values[k] = items[r].take();
+                }
+            }
+            raw.copayment.push(rule);
+        }
+    }
+}
+
+/// Parses a CSV file, calling `on_row` once per data row, in file order, with the row or
+/// every error found in it.
+///
+/// The header names the columns: the PMH API names (dotted for nested fields, any ASCII
+/// case) or their Japanese names (see `docs/file-formats.md`); columns may come in any
+/// order and optional ones may be left out. Encoding per [`ParseOptions::encoding`]; CRLF or
+/// LF line ends; quoted fields may hold commas, quotes (`""`) and line breaks; blank lines
+/// are skipped. Memory stays at one record whatever the file size.
+///
+/// Returns `Err(ParseError::Invalid)` when the file cannot be read as records at all (an
+/// empty file, an unknown, duplicate or missing column, a BOM on a file declared
+/// Shift_JIS), `Err(ParseError::Io)` when reading fails. Bad rows do not stop the parse;
+/// they are counted in the summary.
+pub fn parse_csv<R: Read>(
+    input: R,
+    opts: &ParseOptions,
+    mut on_row: impl FnMut(Result<ParsedRow, Vec<RowError>>),
+) -> Result<ParseSummary, ParseError> {
+    let file = opts.file_name.as_deref();
+    let (bom, input) = strip_bom(input)?;
+    let encoding = match (bom, opts.encoding) {
+        (true, Encoding::ShiftJis) => {
+            let msg = "the file starts with a UTF-8 byte-order mark but was declared Shift_JIS";
+            return Err(ParseError::Invalid(vec![RowError::named(file, 0, FIELD_FILE.into(), "encoding", msg, "")]));
+        }
+        (true, _) => Encoding::Utf8,
+        (false, e) => e,
+    };
+    let mut decoder = Decoder { encoding };
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
+    let mut record = csv::ByteRecord::new();
+
+    if !read(&mut reader, &mut record)? {
+        let msg = "the file is empty: a header row is required";
+        return Err(ParseError::Invalid(vec![RowError::named(file, 0, FIELD_FILE.into(), "header", msg, "")]));
+    }
+    decoder.settle(&record);
+    let columns = read_header(&record, &decoder, opts).map_err(ParseError::Invalid)?;
+
+    let mut summary = ParseSummary::default();
+    while read(&mut reader, &mut record)? {
+        summary.rows += 1;
+        let mut errs = RowErrors::new(file, summary.rows);
+        let result = if record.len() != columns.fields.len() {
+            let msg = format!("the row has {} field(s), the header has {}", record.len(), columns.fields.len());
+            errs.push_named(FIELD_RECORD, "column count", msg, "");
+            Err(errs.into_sorted())
+        } else {
+            decoder.settle(&record);
+            let mut raw = RawRecord::default();
+            read_record(&record, &columns, &decoder, &mut raw, &mut errs);
+            validate(raw, errs, opts)
+        };
+        match &result {
+            Ok(_) => summary.accepted += 1,
+            Err(e) => {
+                summary.rejected += 1;
+                summary.errors += e.len();
+            }
+        }
+        on_row(result);
+    }
+    summary.encoding = if decoder.encoding == Encoding::Auto { Encoding::Utf8 } else { decoder.encoding };
+    Ok(summary)
+}
+
+/// Reads the next record; I/O failures are the only errors a byte-record reader reports.
+fn read<R: Read>(reader: &mut csv::Reader<R>, record: &mut csv::ByteRecord) -> Result<bool, ParseError> {
+    reader.read_byte_record(record).map_err(|e| match e.into_kind() {
+        csv::ErrorKind::Io(io) => ParseError::Io(io),
+        other => ParseError::Io(io::Error::other(format!("csv: {other:?}"))),
+    })
+}
