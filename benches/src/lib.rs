@@ -1,10 +1,14 @@
 //! # pmh-bench — synthetic data and benchmark harnesses
 //!
 //! - [`synth`] — deterministic synthetic people and certificates.
+//! - [`gen`](crate::r#gen) — `pmh-bench gen`: deterministic synthetic upload files (full, diff, manifest)
+//!   in the CSV/JSON formats the loader reads.
 //! - [`engine`] — builds a synthetic store and measures the engine's lookup against the
 //!   raw RocksDB `get_pinned` ceiling, in one run, with per-operation latency histograms.
 //!
 //! The `pmh-bench` binary drives these; the criterion suites in `benches/` reuse them.
 
 pub mod engine;
+// `gen` is a reserved keyword since edition 2024, hence the raw identifier.
+pub mod r#gen;
 pub mod synth;

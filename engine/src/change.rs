@@ -16,7 +16,8 @@ use std::collections::{HashMap, HashSet};
 use rocksdb::WriteBatch;
 
 use crate::error::{ChangeError, ChangeProblem, Error, storage};
-use crate::layout::{HOLDERS, SOURCE, SOURCE_VALUE_LEN};
+pub use crate::layout::SOURCE_VALUE_LEN;
+use crate::layout::{HOLDERS, SOURCE};
 use crate::pmh_id::{PmhId, StoreKey};
 use crate::record::{Bucket, Certificate, CertificateId, Holder, decode_bucket, encode_bucket};
 use crate::store::{Store, hex};
@@ -77,6 +78,12 @@ pub fn certificate_digest(c: &Certificate) -> Result<u64, Error> {
     let bytes =
         rkyv::to_bytes::<rkyv::rancor::Error>(c).map_err(|e| Error::Corrupt(format!("serialize certificate: {e}")))?;
     Ok(xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+/// The source-index value of a certificate held by `pmh_id` under `key`, for bulk loaders
+/// that write the source-index SST themselves (see `Store::source_sst_writer`).
+pub fn source_index_value(key: StoreKey, pmh_id: PmhId, digest: u64) -> [u8; SOURCE_VALUE_LEN] {
+    SourceEntry { key, pmh_id, digest }.encode()
 }
 
 /// A source-index value: where a certificate lives and what it contains.

@@ -40,4 +40,4 @@ pub(crate) const META_GENERATION: &[u8] = b"generation";
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Length of a source-index value.
-pub(crate) const SOURCE_VALUE_LEN: usize = 40;
+pub const SOURCE_VALUE_LEN: usize = 40;

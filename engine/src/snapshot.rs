@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
+/// RocksDB's SST file writer, as returned by [`SstOptions::writer`].
+pub use rocksdb::SstFileWriter;
+use rocksdb::{IngestExternalFileOptions, Options};
 
 use crate::change::{SourceEntry, certificate_digest};
 use crate::error::{ChangeError, ChangeProblem, Error, storage};
@@ -40,6 +42,13 @@ pub struct SnapshotSummary {
 pub struct SstOptions(Options);
 
 impl SstOptions {
+    /// Options for SST files that a store tuned with `tuning` can ingest (same table
+    /// format, filters and block layout as its point-lookup families). Needs no open
+    /// store, so a snapshot can be prepared while a server holds the store.
+    pub fn new(tuning: &crate::options::RocksTuning) -> SstOptions {
+        SstOptions(tuning.point_cf_options(&rocksdb::Cache::new_lru_cache(1 << 20)))
+    }
+
     /// A writer for one SST file at `path`. Keys must be added in ascending order.
     pub fn writer(&self) -> SstFileWriter<'_> {
         SstFileWriter::create(&self.0)
@@ -49,7 +58,7 @@ impl SstOptions {
 impl Store {
     /// Options to write SST files for the holders family (same table format as the store).
     pub fn holders_sst_writer(&self) -> SstOptions {
-        SstOptions(self.config.rocks.point_cf_options(&rocksdb::Cache::new_lru_cache(1 << 20)))
+        SstOptions::new(&self.config.rocks)
     }
 
     /// Options to write SST files for the source-index family.

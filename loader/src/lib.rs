@@ -7,10 +7,15 @@
 //! reported as a [`RowError`] naming the file, row, field and rule; a My Number never
 //! appears in an error, a message or `Debug` output.
 //!
-//! The bulk-load pipeline (full and differential loads, SST building) and the `pmh-load` /
-//! `pmh-admin` binaries are later work; this crate is, for now, the record parsers.
+//! On top of the parsers: [`load`] (full snapshots through a parallel, memory-bounded
+//! sort into SST files; differential files as atomic change sets), [`config`] (the
+//! configuration file shared with the server), and the thin `pmh-load` / `pmh-admin`
+//! binaries.
 //!
 //! ## Layout
+//! - [`config`] — the TOML configuration (`docs/configuration.md`).
+//! - [`load`] — [`load::full`], [`load::prepare`] / [`load::install`], [`load::diff`],
+//!   [`load::check`] (`docs/operations.md`).
 //! - `field` (private) — the field catalogue: API names, Japanese CSV headers, which
 //!   columns a CSV must have.
 //! - [`csv_reader`] — [`parse_csv`]: header mapping, encodings (BOM, detection, per-field
@@ -59,11 +64,13 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod csv_reader;
 pub mod error;
 mod field;
 pub mod json_reader;
 mod kana;
+pub mod load;
 pub mod options;
 mod raw;
 pub mod row;

@@ -1,4 +1,4 @@
-//! `pmh-bench`: synthetic stores, the engine benchmark, and the engine demo.
+//! `pmh-bench`: synthetic stores and files (`gen`), the engine benchmark, and the engine demo.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use pmh_bench::engine::{self, BENCH_INSTITUTION, BenchStore, OpReport};
-use pmh_engine::{InstitutionCode, Lookup, StoreConfig};
+use pmh_bench::r#gen::{self, GenConfig, HeaderLanguage};
+use pmh_engine::{Date, InstitutionCode, Lookup, StoreConfig};
+use pmh_loader::{Encoding, Format};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -65,6 +67,39 @@ enum Cmd {
         /// Store directory.
         #[arg(long, default_value = "var/demo")]
         dir: PathBuf,
+    },
+    /// Writes deterministic synthetic nationwide upload files: full, diff and manifest.json.
+    Gen {
+        /// People in the full file(s) (persons 0..N).
+        #[arg(long)]
+        persons: u64,
+        /// Output directory (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the synthetic data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// File format: csv or json.
+        #[arg(long, default_value = "csv")]
+        format: Format,
+        /// Encoding: utf-8 (LF) or shift_jis (CRLF, half-width kana; CSV only).
+        #[arg(long, default_value = "utf-8")]
+        encoding: Encoding,
+        /// CSV header language: english (API names) or japanese.
+        #[arg(long, default_value = "english")]
+        header: HeaderLanguage,
+        /// Percent of persons the diff touches (updates/inserts/deletes about 60/25/15).
+        #[arg(long, default_value_t = 1.0)]
+        diff_share: f64,
+        /// The date certificates are valid around, YYYY-MM-DD (default: today in Tokyo).
+        #[arg(long)]
+        date: Option<String>,
+        /// Number of full files, split by person ranges (full-000.csv, …).
+        #[arg(long, default_value_t = 1)]
+        files: usize,
+        /// Writer threads, one file each at a time (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
 }
 
@@ -131,6 +166,30 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Demo { persons, dir } => demo(persons, dir),
+        Cmd::Gen { persons, out, seed, format, encoding, header, diff_share, date, files, threads } => {
+            let date = match date {
+                Some(d) => Date::parse(&d).map_err(|e| format!("--date {d:?}: {e}"))?,
+                None => Date::today_tokyo(),
+            };
+            let config = GenConfig { persons, seed, date, format, encoding, header, diff_share, files, threads };
+            let t = Instant::now();
+            let m = r#gen::generate(&out, &config).map_err(|e| format!("gen: {e}"))?;
+            let secs = t.elapsed().as_secs_f64();
+            let rows = m.total_rows();
+            println!(
+                "gen: {} files in {} ({} full + diff + manifest.json), {rows} rows ({} full; diff {} updated, {} inserted, {} deleted), {:.1} MiB, {secs:.2} s, {:.0} rows/s",
+                m.full.len() + 2,
+                out.display(),
+                m.full.len(),
+                m.full_certificates(),
+                m.diff.updated,
+                m.diff.inserted,
+                m.diff.deleted,
+                m.total_bytes() as f64 / (1024.0 * 1024.0),
+                rows as f64 / secs.max(1e-9),
+            );
+            Ok(())
+        }
     }
 }
 

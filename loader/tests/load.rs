@@ -1,0 +1,233 @@
+//! Full and differential loads through `pmh_loader::load`, on the sample files in `data/`.
+
+use std::path::{Path, PathBuf};
+
+use pmh_engine::date::unix_now;
+use pmh_engine::{Date, InstitutionCode, Lookup, PmhIdDeriver, Store, StoreConfig};
+use pmh_loader::load::{self, LoadError, LoadOptions, NoProgress};
+use pmh_loader::{Format, ParseOptions, parse_all};
+
+const SECRET: &[u8] = b"loader-test-secret";
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("data").join(name)
+}
+
+fn open(dir: &Path) -> Store {
+    let mut c = StoreConfig {
+        sync_writes: false,
+        secret_fingerprint: Some(PmhIdDeriver::new(SECRET).fingerprint()),
+        ..StoreConfig::default()
+    };
+    c.rocks.block_cache_bytes = 8 << 20;
+    Store::open(dir, c).expect("open store")
+}
+
+fn clinic() -> InstitutionCode {
+    InstitutionCode::parse("1311234569").expect("institution")
+}
+
+/// Every (history key, name) a lookup of each person in `file` answers on `date`.
+fn answers(store: &Store, file: &str, date: &str) -> Vec<(String, Vec<String>)> {
+    let deriver = PmhIdDeriver::new(SECRET);
+    let rows = parse_all(
+        Format::from_file_name(file),
+        std::fs::File::open(data(file)).expect("open"),
+        &ParseOptions::default(),
+    )
+    .expect("sample parses");
+    let client = store.register_client("test");
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for r in rows {
+        let id = deriver.derive(&r.pmh_source);
+        if !seen.insert(id) {
+            continue;
+        }
+        store.grant_consent(&id, clinic(), unix_now()).expect("grant");
+        let Lookup::Answered(e) =
+            store.lookup(client, &id, clinic(), Date::parse(date).expect("date")).expect("lookup")
+        else {
+            panic!("consent was granted");
+        };
+        let mut keys: Vec<String> = e.certificates().map(|c| c.certificate.history_key.to_string()).collect();
+        keys.sort();
+        out.push((id.to_string(), keys));
+    }
+    out.sort();
+    out
+}
+
+fn full(store: &Store, files: &[&str]) -> Result<load::FullSummary, LoadError> {
+    let files: Vec<PathBuf> = files.iter().map(|f| data(f)).collect();
+    load::full(
+        store,
+        &PmhIdDeriver::new(SECRET),
+        &files,
+        &LoadOptions { threads: 2, ..LoadOptions::default() },
+        &NoProgress,
+    )
+}
+
+#[test]
+fn every_sample_loads_to_the_same_lookups() {
+    let t = tempfile::tempdir().expect("tmp");
+    let mut results = Vec::new();
+    for (i, f) in ["sample-utf8.csv", "sample-sjis.csv", "sample.json"].iter().enumerate() {
+        let store = open(&t.path().join(format!("db{i}")));
+        let s = full(&store, &[f]).expect("loads");
+        assert!(s.certificates > 0);
+        assert_eq!(s.generation, 1);
+        assert!(store.verify().expect("verify").is_ok());
+        results.push(answers(&store, "sample-utf8.csv", "2026-11-21"));
+    }
+    assert!(results[0].iter().any(|(_, keys)| !keys.is_empty()), "some sample certificate is valid on the date");
+    assert_eq!(results[0], results[1], "Shift_JIS twin loads the same");
+    assert_eq!(results[0], results[2], "JSON twin loads the same");
+}
+
+#[test]
+fn bad_rows_are_all_reported_and_change_nothing() {
+    let t = tempfile::tempdir().expect("tmp");
+    let store = open(t.path());
+    full(&store, &["sample-utf8.csv"]).expect("loads");
+    let before = answers(&store, "sample-utf8.csv", "2026-11-21");
+    let g = store.generation();
+    let Err(LoadError::Rejected(errors)) = full(&store, &["sample-utf8.csv", "bad-rows.csv"]) else {
+        panic!("bad rows must be rejected");
+    };
+    let expected = std::fs::read_to_string(data("bad-rows.expected.txt")).expect("expected report");
+    assert_eq!(errors.len(), expected.lines().count(), "every bad row, not only the first");
+    assert_eq!(store.generation(), g);
+    assert_eq!(answers(&store, "sample-utf8.csv", "2026-11-21"), before);
+}
+
+#[test]
+fn duplicate_identities_across_files_name_both_rows() {
+    let t = tempfile::tempdir().expect("tmp");
+    let store = open(t.path());
+    let Err(LoadError::Rejected(errors)) = full(&store, &["sample-utf8.csv", "sample-utf8.csv"]) else {
+        panic!("duplicates must be rejected");
+    };
+    assert!(!errors.is_empty());
+    assert!(errors.iter().all(|e| e.rule == "unique certificate identity"), "{errors:?}");
+    assert!(errors[0].message.contains("also"), "{}", errors[0].message);
+    assert_eq!(store.generation(), 0, "nothing installed");
+}
+
+#[test]
+fn a_small_sort_budget_spills_runs_and_loads_the_same() {
+    let t = tempfile::tempdir().expect("tmp");
+    let a = open(&t.path().join("a"));
+    let b = open(&t.path().join("b"));
+    full(&a, &["sample-utf8.csv"]).expect("loads");
+    let files = vec![data("sample-utf8.csv")];
+    // 1-byte budget: every certificate becomes its own run, merged back.
+    let opts = LoadOptions { threads: 3, sort_budget_bytes: 1, ..LoadOptions::default() };
+    load::full(&b, &PmhIdDeriver::new(SECRET), &files, &opts, &NoProgress).expect("loads");
+    assert_eq!(answers(&a, "sample-utf8.csv", "2026-11-21"), answers(&b, "sample-utf8.csv", "2026-11-21"));
+    assert!(b.verify().expect("verify").is_ok());
+}
+
+#[test]
+fn an_empty_full_load_is_refused_unless_allowed() {
+    let t = tempfile::tempdir().expect("tmp");
+    let store = open(&t.path().join("db"));
+    full(&store, &["sample-utf8.csv"]).expect("loads");
+    let header = std::fs::read_to_string(data("sample-utf8.csv")).expect("read");
+    let empty = t.path().join("empty.csv");
+    std::fs::write(&empty, header.lines().next().expect("header")).expect("write");
+    let d = PmhIdDeriver::new(SECRET);
+    let r = load::full(&store, &d, std::slice::from_ref(&empty), &LoadOptions::default(), &NoProgress);
+    assert!(matches!(r, Err(LoadError::Usage(_))), "{r:?}");
+    assert_eq!(store.generation(), 1);
+    let opts = LoadOptions { allow_empty: true, ..LoadOptions::default() };
+    let s = load::full(&store, &d, &[empty], &opts, &NoProgress).expect("allowed");
+    assert_eq!(s.certificates, 0);
+    assert!(answers(&store, "sample-utf8.csv", "2026-11-21").iter().all(|(_, k)| k.is_empty()));
+}
+
+#[test]
+fn a_diff_applies_once_and_reapplying_it_changes_nothing() {
+    let t = tempfile::tempdir().expect("tmp");
+    let store = open(t.path());
+    full(&store, &["sample-utf8.csv"]).expect("loads");
+    let d = PmhIdDeriver::new(SECRET);
+    let files = vec![data("sample-diff.csv")];
+    let first = load::diff(&store, &d, &files, &LoadOptions::default(), &NoProgress).expect("applies");
+    let a = first[0].applied;
+    assert!(a.inserted + a.updated + a.deleted > 0, "{a:?}");
+    let after = answers(&store, "sample-utf8.csv", "2026-11-21");
+    let again = load::diff(&store, &d, &files, &LoadOptions::default(), &NoProgress).expect("applies");
+    let b = again[0].applied;
+    assert_eq!((b.inserted, b.updated, b.deleted), (0, 0, 0), "{b:?}");
+    assert_eq!(b.unchanged, first[0].rows);
+    assert_eq!(answers(&store, "sample-utf8.csv", "2026-11-21"), after);
+    assert!(store.verify().expect("verify").is_ok());
+}
+
+#[test]
+fn a_bad_diff_file_changes_nothing_and_stops_the_run() {
+    let t = tempfile::tempdir().expect("tmp");
+    let store = open(t.path());
+    full(&store, &["sample-utf8.csv"]).expect("loads");
+    let before = answers(&store, "sample-utf8.csv", "2026-11-21");
+    let d = PmhIdDeriver::new(SECRET);
+    let files = vec![data("bad-rows.csv"), data("sample-diff.csv")];
+    let Err((done, LoadError::Rejected(errors))) = load::diff(&store, &d, &files, &LoadOptions::default(), &NoProgress)
+    else {
+        panic!("must be rejected");
+    };
+    assert!(done.is_empty(), "the later file is not applied");
+    assert!(!errors.is_empty());
+    assert_eq!(answers(&store, "sample-utf8.csv", "2026-11-21"), before);
+}
+
+#[test]
+fn check_validates_without_a_store() {
+    let files = vec![data("sample-utf8.csv"), data("sample.json")];
+    assert!(load::check(&files, &LoadOptions::default(), &NoProgress).expect("valid") > 0);
+    let Err(LoadError::Rejected(errors)) = load::check(&[data("bad-rows.csv")], &LoadOptions::default(), &NoProgress)
+    else {
+        panic!("must be rejected");
+    };
+    let report = pmh_loader::format_report(&errors);
+    let expected = std::fs::read_to_string(data("bad-rows.expected.txt")).expect("expected report");
+    // The CLI names files by the path it was given; compare the lines without the file part.
+    let strip =
+        |s: &str| s.lines().map(|l| l.split_once(": ").map(|x| x.1).unwrap_or(l).to_string()).collect::<Vec<_>>();
+    assert_eq!(strip(&report), strip(&expected));
+}
+
+#[test]
+fn a_prepared_snapshot_installs_like_a_full_load_and_only_under_the_same_secret() {
+    let t = tempfile::tempdir().expect("tmp");
+    let direct = open(&t.path().join("direct"));
+    full(&direct, &["sample-utf8.csv"]).expect("loads");
+
+    // Prepared without any open store (as beside a running server), installed later.
+    let prepared = t.path().join("prepared");
+    let files = vec![data("sample-utf8.csv")];
+    let d = PmhIdDeriver::new(SECRET);
+    let tuning = pmh_engine::RocksTuning::default();
+    let s = load::prepare(&tuning, &d, &files, &LoadOptions::default(), &prepared, &NoProgress).expect("prepares");
+    assert!(s.certificates > 0);
+    assert!(prepared.join(load::MANIFEST).exists());
+    assert!(matches!(
+        load::prepare(&tuning, &d, &files, &LoadOptions::default(), &prepared, &NoProgress),
+        Err(LoadError::Usage(_))
+    ));
+
+    // Another secret's store refuses it.
+    let other =
+        StoreConfig { secret_fingerprint: Some(PmhIdDeriver::new(b"another").fingerprint()), ..StoreConfig::default() };
+    let foreign = Store::open(t.path().join("foreign"), other).expect("open");
+    assert!(matches!(load::install(&foreign, &prepared), Err(LoadError::Usage(_))));
+    assert_eq!(foreign.generation(), 0);
+    drop(foreign);
+
+    let served = open(&t.path().join("served"));
+    assert_eq!(load::install(&served, &prepared).expect("installs"), 1);
+    assert_eq!(answers(&served, "sample-utf8.csv", "2026-11-21"), answers(&direct, "sample-utf8.csv", "2026-11-21"));
+    assert!(served.verify().expect("verify").is_ok());
+}

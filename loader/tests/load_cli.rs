@@ -1,0 +1,144 @@
+//! `pmh-load` as a process: exit codes, reports, and a load killed mid-way.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pmh_engine::Store;
+use pmh_loader::config::Config;
+
+const SECRET: &str = "load-cli-test-secret";
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("data").join(name)
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let p = dir.join("pmh.toml");
+    std::fs::write(&p, format!("db = {:?}\npmh_id_secret = {SECRET:?}\n", dir.join("store").display().to_string()))
+        .expect("write config");
+    p
+}
+
+fn pmh_load(cfg: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pmh-load")).arg("--config").arg(cfg).args(args).output().expect("run pmh-load")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn check_reports_every_bad_row_and_exits_1() {
+    let t = tempfile::tempdir().expect("tmp");
+    let cfg = config(t.path());
+    let out = pmh_load(&cfg, &["check", &data("bad-rows.csv").display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let expected = std::fs::read_to_string(data("bad-rows.expected.txt")).expect("expected");
+    for line in expected.lines() {
+        let (_, rest) = line.split_once(": ").expect("file prefix");
+        assert!(err.contains(rest), "missing {rest:?} in\n{err}");
+    }
+    assert!(!err.contains("123456789019"), "a My Number leaked");
+    assert!(!t.path().join("store").exists(), "check must not create a store");
+}
+
+#[test]
+fn full_then_diff_twice_with_summaries() {
+    let t = tempfile::tempdir().expect("tmp");
+    let cfg = config(t.path());
+    let out = pmh_load(&cfg, &["--quiet", "full", &data("sample-utf8.csv").display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.starts_with("full load: ") && s.contains("rows/s"), "{s}");
+    let diff = data("sample-diff.csv").display().to_string();
+    let first = pmh_load(&cfg, &["--quiet", "diff", &diff]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let again = pmh_load(&cfg, &["--quiet", "diff", &diff]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("inserted 0, updated 0, deleted 0"), "{}", text(&again.stdout));
+    // Bad input: exit 1, nothing changed.
+    let bad = pmh_load(&cfg, &["--quiet", "diff", &data("bad-rows.csv").display().to_string()]);
+    assert_eq!(bad.status.code(), Some(1));
+    // Usage error: exit 2.
+    let missing = pmh_load(&cfg, &["--quiet", "full", "/no/such/file.csv"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "an unreadable file is reported like a bad row: {}",
+        text(&missing.stderr)
+    );
+    assert!(text(&missing.stderr).contains("/no/such/file.csv"));
+}
+
+/// A CSV of `n` valid rows: the sample's rows repeated with distinct history keys.
+fn big_csv(path: &Path, n: usize) {
+    let sample = std::fs::read_to_string(data("sample-utf8.csv")).expect("sample");
+    let mut lines = sample.lines();
+    let header = lines.next().expect("header");
+    let cols: Vec<&str> = header.split(',').collect();
+    let hk = cols.iter().position(|c| *c == "historyKey").expect("historyKey column");
+    let rows: Vec<Vec<String>> = lines
+        .filter(|l| !l.contains('"'))
+        .map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter(|r| r.len() == cols.len() && r[cols.iter().position(|c| *c == "isDeleted").unwrap_or(0)] == "0")
+        .collect();
+    assert!(!rows.is_empty());
+    let mut out = String::with_capacity(n * 400);
+    out.push_str(header);
+    out.push('\n');
+    for i in 0..n {
+        let mut r = rows[i % rows.len()].clone();
+        r[hk] = format!("K{i:09}");
+        out.push_str(&r.join(","));
+        out.push('\n');
+    }
+    std::fs::write(path, out).expect("write big csv");
+}
+
+#[test]
+fn a_killed_full_load_leaves_the_previous_snapshot_serving() {
+    let t = tempfile::tempdir().expect("tmp");
+    let cfg = config(t.path());
+    let ok = pmh_load(&cfg, &["--quiet", "full", &data("sample-utf8.csv").display().to_string()]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let big = t.path().join("big.csv");
+    big_csv(&big, 300_000);
+    let staging = t.path().join("store.staging");
+    // Kill early (while parsing) and late (once the merge writes SST files).
+    for (round, late) in [false, true].into_iter().enumerate() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pmh-load"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--quiet", "--threads", "1", "full"])
+            .arg(&big)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let hit = |dir: &Path| -> bool {
+            let Ok(rd) = std::fs::read_dir(dir) else { return false };
+            rd.flatten().any(|e| {
+                let p = e.path();
+                if late { p.join("source.sst").exists() } else { p.join("runs").exists() }
+            })
+        };
+        while !hit(&staging) && Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("round {round}: load finished ({status}) before it could be killed; make the file bigger");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        // The previous snapshot is intact and readable.
+        let c = Config::load(Some(&cfg)).expect("config");
+        let store = Store::open(t.path().join("store"), c.store_config()).expect("reopens after the kill");
+        assert_eq!(store.generation(), 1, "round {round}: the killed load must not have switched");
+        let r = store.verify().expect("verify");
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert!(r.certificates > 0 && r.certificates < 100, "round {round}: the old snapshot serves");
+    }
+}
