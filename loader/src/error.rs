@@ -76,7 +76,7 @@ impl RowError {
             field: mask_embedded_my_numbers(&field),
             rule,
             message: mask_embedded_my_numbers(&message.into()),
-            value: cut(&mask_embedded_my_numbers(value)),
+            value: mask_embedded_my_numbers(&cut(value)),
         }
     }
 }
