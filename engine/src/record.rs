@@ -218,6 +218,48 @@ pub enum CertificateError {
 }
 
 impl Certificate {
+    /// A valid example certificate: municipality 131016, 子ども医療費受給者証 (insurer
+    /// 88131016), valid 2026-04-01..2027-03-31, designated institution 1311234569, with the
+    /// given 履歴キー. For tests, demos and documentation.
+    pub fn example(history_key: &str) -> Certificate {
+        let day = |s: &str| Date::parse(s).map(|d| d.days()).unwrap_or(0);
+        Certificate {
+            municipality_code: 131016,
+            org_specific_certificate_type_id: "KODOMO".into(),
+            history_key: history_key.into(),
+            basic_five_info: BasicFiveInfo {
+                name: "山田 花子".into(),
+                name_kana: "ヤマダ ハナコ".into(),
+                address: "東京都千代田区千代田1-1".into(),
+                date_of_birth: Some(day("2015-05-05")),
+                sex: 2,
+            },
+            is_not_disclosed: false,
+            medical_subsidy_insurer_number: 88131016,
+            certification_name: "子ども医療費受給者証".into(),
+            medical_subsidy_recipient_number: "00012345".into(),
+            certification_sub_key: None,
+            segment: None,
+            income_segment: Some("一般".into()),
+            additional_conditions: vec![],
+            designated_medical_institutions: vec![DesignatedInstitution {
+                code: 1311234569,
+                name: Some("さくら医院".into()),
+            }],
+            is_always_reimbursement: false,
+            copayment: vec![Copayment {
+                category: "外来".into(),
+                burden_definition: "定額".into(),
+                amount_per_visit: Some(200),
+                ..Default::default()
+            }],
+            max_copayment_amount: MaxCopayment { monthly: Some(1000), ..Default::default() },
+            valid_from: day("2026-04-01"),
+            valid_to: day("2027-03-31"),
+            certification_detail: vec![FaceItem { name: "疾病名".into(), value: "—".into() }],
+        }
+    }
+
     /// This certificate's identity.
     pub fn id(&self) -> CertificateId {
         CertificateId {
@@ -355,39 +397,8 @@ pub fn decode_bucket(bytes: &[u8]) -> Result<Bucket, ValueError> {
 mod tests {
     use super::*;
 
-    pub(crate) fn cert() -> Certificate {
-        Certificate {
-            municipality_code: 131016,
-            org_specific_certificate_type_id: "KODOMO".into(),
-            history_key: "H1".into(),
-            basic_five_info: BasicFiveInfo {
-                name: "山田 太郎".into(),
-                name_kana: "ヤマダ タロウ".into(),
-                address: "東京都千代田区".into(),
-                date_of_birth: Some(12000),
-                sex: 1,
-            },
-            is_not_disclosed: false,
-            medical_subsidy_insurer_number: 88131013,
-            certification_name: "子ども医療費受給者証".into(),
-            medical_subsidy_recipient_number: "1234567".into(),
-            certification_sub_key: None,
-            segment: None,
-            income_segment: Some("一般".into()),
-            additional_conditions: vec![],
-            designated_medical_institutions: vec![DesignatedInstitution { code: 1311234569, name: None }],
-            is_always_reimbursement: false,
-            copayment: vec![Copayment {
-                category: "外来".into(),
-                burden_definition: "定額".into(),
-                amount_per_visit: Some(200),
-                ..Default::default()
-            }],
-            max_copayment_amount: MaxCopayment { monthly: Some(1000), ..Default::default() },
-            valid_from: 20000,
-            valid_to: 20400,
-            certification_detail: vec![FaceItem { name: "疾病名".into(), value: "—".into() }],
-        }
+    fn cert() -> Certificate {
+        Certificate::example("H1")
     }
 
     #[test]

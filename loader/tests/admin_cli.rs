@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use pmh_engine::ids::make;
-use pmh_engine::record::{BasicFiveInfo, Certificate, Copayment, DesignatedInstitution, FaceItem, MaxCopayment};
-use pmh_engine::{Date, InstitutionCode, MyNumber, PmhId, PmhIdDeriver, Store, StoreConfig, StoreKey};
+use pmh_engine::record::Certificate;
+use pmh_engine::{InstitutionCode, MyNumber, PmhId, PmhIdDeriver, Store, StoreConfig, StoreKey};
 use serde_json::Value;
 
 const SECRET: &str = "admin-cli-test-secret";
@@ -27,51 +27,13 @@ fn person(n: u64) -> PmhId {
     PmhIdDeriver::new(SECRET.as_bytes()).derive(&number)
 }
 
-fn date(s: &str) -> Date {
-    Date::parse(s).expect("date")
-}
-
 fn institution() -> InstitutionCode {
     InstitutionCode::parse(&make::institution_code(13, 1, 123_456)).expect("institution")
 }
 
-/// A certificate of municipality 131016 valid 2026-04-01..2027-03-31 (as in tests/util.rs).
+/// A certificate of municipality 131016 valid 2026-04-01..2027-03-31.
 fn cert(history_key: &str) -> Certificate {
-    Certificate {
-        municipality_code: 131016,
-        org_specific_certificate_type_id: "KODOMO".into(),
-        history_key: history_key.into(),
-        basic_five_info: BasicFiveInfo {
-            name: "山田 花子".into(),
-            name_kana: "ヤマダ ハナコ".into(),
-            address: "東京都千代田区千代田1-1".into(),
-            date_of_birth: Some(date("2015-05-05").days()),
-            sex: 2,
-        },
-        is_not_disclosed: false,
-        medical_subsidy_insurer_number: make::insurer_number(88, 13, 101).parse().expect("insurer"),
-        certification_name: "子ども医療費受給者証".into(),
-        medical_subsidy_recipient_number: "00012345".into(),
-        certification_sub_key: None,
-        segment: None,
-        income_segment: Some("一般".into()),
-        additional_conditions: vec![],
-        designated_medical_institutions: vec![DesignatedInstitution {
-            code: institution().get(),
-            name: Some("さくら医院".into()),
-        }],
-        is_always_reimbursement: false,
-        copayment: vec![Copayment {
-            category: "外来".into(),
-            burden_definition: "定額".into(),
-            amount_per_visit: Some(200),
-            ..Default::default()
-        }],
-        max_copayment_amount: MaxCopayment { monthly: Some(1000), ..Default::default() },
-        valid_from: date("2026-04-01").days(),
-        valid_to: date("2027-03-31").days(),
-        certification_detail: vec![FaceItem { name: "疾病名".into(), value: "—".into() }],
-    }
+    Certificate::example(history_key)
 }
 
 /// Three people, four certificates: person 1 holds two.
