@@ -75,9 +75,30 @@ pub struct ApplySummary {
 
 /// Digest of a certificate's content, kept in the source index.
 pub fn certificate_digest(c: &Certificate) -> Result<u64, Error> {
+    Ok(encode_certificate(c)?.1)
+}
+
+/// A certificate's archive and its digest (xxh3-64 of the archive, as kept in the source
+/// index), for bulk loaders that need both without serializing twice.
+pub fn encode_certificate(c: &Certificate) -> Result<(Vec<u8>, u64), Error> {
     let bytes =
         rkyv::to_bytes::<rkyv::rancor::Error>(c).map_err(|e| Error::Corrupt(format!("serialize certificate: {e}")))?;
-    Ok(xxhash_rust::xxh3::xxh3_64(&bytes))
+    let digest = xxhash_rust::xxh3::xxh3_64(&bytes);
+    Ok((bytes.to_vec(), digest))
+}
+
+/// Decodes an archive made by [`encode_certificate`], given its digest: the digest is
+/// checked (one xxh3 pass) and the archive then read without a full bytecheck, which is
+/// sound for bytes `encode_certificate` produced (see `record::access_bucket_trusted`).
+/// A mismatch — a corrupted scratch file — is an error, never undefined behaviour.
+pub fn decode_certificate(bytes: &[u8], digest: u64) -> Result<Certificate, Error> {
+    if xxhash_rust::xxh3::xxh3_64(bytes) != digest {
+        return Err(Error::Corrupt("certificate archive does not match its digest".into()));
+    }
+    // SAFETY: the digest matched, so these are the bytes `encode_certificate` produced, a
+    // valid archive (the same argument as `record::access_bucket_trusted`).
+    let a = unsafe { rkyv::access_unchecked::<crate::record::ArchivedCertificate>(bytes) };
+    rkyv::deserialize::<Certificate, rkyv::rancor::Error>(a).map_err(|e| Error::Corrupt(format!("certificate: {e}")))
 }
 
 /// The source-index value of a certificate held by `pmh_id` under `key`, for bulk loaders

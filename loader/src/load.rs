@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pmh_engine::change::{ApplyMode, ApplySummary, certificate_digest, source_index_value};
+use pmh_engine::change::{ApplyMode, ApplySummary, decode_certificate, encode_certificate, source_index_value};
 use pmh_engine::options::RocksTuning;
 use pmh_engine::record::{Bucket, Certificate, Holder, encode_bucket};
 use pmh_engine::snapshot::SstOptions;
@@ -262,6 +262,8 @@ pub fn diff(
 struct HolderRec {
     key: [u8; 16],
     pmh: [u8; 16],
+    /// xxh3-64 of `cert`, checked when the run is read back.
+    digest: u64,
     cert: Vec<u8>,
 }
 
@@ -308,6 +310,7 @@ impl Worker<'_> {
         for r in self.holders.drain(..) {
             w.write_all(&r.key).map_err(|e| io_err(&hp, e))?;
             w.write_all(&r.pmh).map_err(|e| io_err(&hp, e))?;
+            w.write_all(&r.digest.to_le_bytes()).map_err(|e| io_err(&hp, e))?;
             w.write_all(&(r.cert.len() as u32).to_le_bytes()).map_err(|e| io_err(&hp, e))?;
             w.write_all(&r.cert).map_err(|e| io_err(&hp, e))?;
         }
@@ -508,16 +511,14 @@ fn prepare_with(
                                 }
                             };
                             let key = (target.key_of)(&pmh);
-                            let digest = certificate_digest(&cert)?;
-                            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&cert)
-                                .map_err(|e| LoadError::Usage(format!("serialize certificate: {e}")))?;
+                            let (bytes, digest) = encode_certificate(&cert)?;
                             let s = SourceRec {
                                 key: cert.id().index_key(),
                                 value: source_index_value(key, pmh, digest),
                                 file,
                                 row,
                             };
-                            w.push(HolderRec { key: key.0, pmh: *pmh.as_bytes(), cert: bytes.to_vec() }, s)?;
+                            w.push(HolderRec { key: key.0, pmh: *pmh.as_bytes(), digest, cert: bytes }, s)?;
                         }
                     }
                     w.spill()?;
@@ -634,11 +635,13 @@ impl RunReader {
     }
 
     fn next_holder(&mut self) -> Result<Option<HolderRec>, LoadError> {
-        let mut head = [0u8; 36];
+        let mut head = [0u8; 44];
         if !self.exact(&mut head)? {
             return Ok(None);
         }
-        let len = u32::from_le_bytes([head[32], head[33], head[34], head[35]]) as usize;
+        let mut digest = [0u8; 8];
+        digest.copy_from_slice(&head[32..40]);
+        let len = u32::from_le_bytes([head[40], head[41], head[42], head[43]]) as usize;
         let mut cert = vec![0u8; len];
         if !self.exact(&mut cert)? {
             return Err(io_err(&self.path, "truncated run"));
@@ -647,7 +650,7 @@ impl RunReader {
         let mut pmh = [0u8; 16];
         key.copy_from_slice(&head[..16]);
         pmh.copy_from_slice(&head[16..32]);
-        Ok(Some(HolderRec { key, pmh, cert }))
+        Ok(Some(HolderRec { key, pmh, digest: u64::from_le_bytes(digest), cert }))
     }
 
     fn next_source(&mut self) -> Result<Option<SourceRec>, LoadError> {
@@ -766,8 +769,8 @@ fn merge_holders(opts: &SstOptions, runs: &[PathBuf], out: &Path) -> Result<u64,
         if let Some(h) = &heads[i] {
             heap.push(Reverse((h.key, h.pmh, i)));
         }
-        let cert = rkyv::from_bytes::<Certificate, rkyv::rancor::Error>(&rec.cert)
-            .map_err(|e| io_err(out, format!("run record does not decode: {e}")))?;
+        let cert = decode_certificate(&rec.cert, rec.digest)
+            .map_err(|e| io_err(out, format!("sort run record does not decode: {e}")))?;
         match &mut current {
             Some((k, b)) if *k == rec.key => match b.holders.last_mut() {
                 Some(h) if h.pmh_id == rec.pmh => h.certificates.push(cert),
