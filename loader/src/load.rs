@@ -337,6 +337,14 @@ impl Worker<'_> {
 /// certificate).
 type Batch = Vec<(u16, u64, MyNumber, Certificate)>;
 
+/// Work for the load workers: rows already validated (JSON), or raw CSV records that the
+/// worker validates itself, so that validation — most of parsing's cost — runs on every
+/// core.
+enum Work {
+    Rows(Batch),
+    Csv(u16, crate::csv_reader::CsvBatch),
+}
+
 /// Deletes the staging directory however the load ends.
 struct StagingGuard(PathBuf);
 impl Drop for StagingGuard {
@@ -478,7 +486,10 @@ fn prepare_with(
     let dir_for_runs = &runs_dir;
 
     let threads = opts.threads.max(1);
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(threads * 4);
+    let (tx, rx) = crossbeam_channel::bounded::<Work>(threads * 4);
+    // Errors found by workers validating CSV records, with the file index for ordering.
+    let worker_errors: std::sync::Mutex<Vec<(u16, RowError)>> = std::sync::Mutex::new(Vec::new());
+    let failed = std::sync::atomic::AtomicBool::new(false);
     let mut errors: Vec<RowError> = Vec::new();
     let rows = AtomicU64::new(0);
     let deleted = AtomicU64::new(0);
@@ -488,6 +499,7 @@ fn prepare_with(
         let workers: Vec<_> = (0..threads)
             .map(|id| {
                 let rx = rx.clone();
+                let (worker_errors, failed, deleted) = (&worker_errors, &failed, &deleted);
                 scope.spawn(move || -> Result<Runs, LoadError> {
                     let mut w = Worker {
                         id,
@@ -500,25 +512,53 @@ fn prepare_with(
                     };
                     // People's rows are usually adjacent: derive each PMH-ID once.
                     let mut last: Option<(MyNumber, PmhId)> = None;
-                    for batch in rx {
-                        for (file, row, number, cert) in batch {
-                            let pmh = match &last {
-                                Some((n, p)) if *n == number => *p,
-                                _ => {
-                                    let p = deriver.derive(&number);
-                                    last = Some((number, p));
-                                    p
+                    let mut add = |w: &mut Worker<'_>, file: u16, row: u64, number: MyNumber, cert: Certificate| {
+                        let pmh = match &last {
+                            Some((n, p)) if *n == number => *p,
+                            _ => {
+                                let p = deriver.derive(&number);
+                                last = Some((number, p));
+                                p
+                            }
+                        };
+                        let key = (target.key_of)(&pmh);
+                        let (bytes, digest) = encode_certificate(&cert)?;
+                        let s = SourceRec {
+                            key: cert.id().index_key(),
+                            value: source_index_value(key, pmh, digest),
+                            file,
+                            row,
+                        };
+                        w.push(HolderRec { key: key.0, pmh: *pmh.as_bytes(), digest, cert: bytes }, s)
+                    };
+                    for work in rx {
+                        match work {
+                            Work::Rows(batch) => {
+                                for (file, row, number, cert) in batch {
+                                    add(&mut w, file, row, number, cert)?;
                                 }
-                            };
-                            let key = (target.key_of)(&pmh);
-                            let (bytes, digest) = encode_certificate(&cert)?;
-                            let s = SourceRec {
-                                key: cert.id().index_key(),
-                                value: source_index_value(key, pmh, digest),
-                                file,
-                                row,
-                            };
-                            w.push(HolderRec { key: key.0, pmh: *pmh.as_bytes(), digest, cert: bytes }, s)?;
+                            }
+                            Work::Csv(file, batch) => {
+                                let mut result = Ok(());
+                                batch.validate(|row, r| match r {
+                                    Ok(_) if failed.load(Ordering::Relaxed) => {}
+                                    Ok(r) if r.is_deleted => {
+                                        deleted.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    Ok(r) => {
+                                        if result.is_ok() {
+                                            result = add(&mut w, file, row as u64, r.pmh_source, r.certificate);
+                                        }
+                                    }
+                                    Err(e) => {
+                                        failed.store(true, Ordering::Relaxed);
+                                        if let Ok(mut all) = worker_errors.lock() {
+                                            all.extend(e.into_iter().map(|e| (file, e)));
+                                        }
+                                    }
+                                });
+                                result?;
+                            }
                         }
                     }
                     w.spill()?;
@@ -537,6 +577,19 @@ fn prepare_with(
                     continue;
                 }
             };
+            if format_of(path, opts) == Format::Csv {
+                let r = crate::csv_reader::split_csv(reader, &parse_options(path, opts), 512, |b| {
+                    rows.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    progress.rows(b.len() as u64);
+                    if !send_failed && tx.send(Work::Csv(fi as u16, b)).is_err() {
+                        send_failed = true;
+                    }
+                });
+                if let Err(e) = collect_parse_error(path, r.map(|_| crate::ParseSummary::default()), &mut errors) {
+                    errors.push(unreadable(path, &e));
+                }
+                continue;
+            }
             let r = parse(format_of(path, opts), reader, &parse_options(path, opts), |r| {
                 rows.fetch_add(1, Ordering::Relaxed);
                 progress.rows(1);
@@ -547,7 +600,7 @@ fn prepare_with(
                             return;
                         }
                         batch.push((fi as u16, row.row as u64, row.pmh_source, row.certificate));
-                        if batch.len() == 1024 && tx.send(std::mem::take(&mut batch)).is_err() {
+                        if batch.len() == 1024 && tx.send(Work::Rows(std::mem::take(&mut batch))).is_err() {
                             send_failed = true;
                         }
                     }
@@ -563,7 +616,7 @@ fn prepare_with(
             }
         }
         if errors.is_empty() && !batch.is_empty() {
-            let _ = tx.send(batch);
+            let _ = tx.send(Work::Rows(batch));
         }
         drop(tx);
         workers
@@ -571,6 +624,11 @@ fn prepare_with(
             .map(|h| h.join().unwrap_or_else(|_| Err(LoadError::Usage("a worker panicked".into()))))
             .collect()
     });
+    // Worker-found errors came in whatever order the batches were validated: report them
+    // in file and row order, like the rest.
+    let mut found = worker_errors.into_inner().unwrap_or_default();
+    found.sort_by_key(|(file, e)| (*file, e.row));
+    errors.extend(found.into_iter().map(|(_, e)| e));
     if !errors.is_empty() {
         return Err(LoadError::Rejected(errors));
     }
