@@ -231,3 +231,23 @@ fn a_prepared_snapshot_installs_like_a_full_load_and_only_under_the_same_secret(
     assert_eq!(answers(&served, "sample-utf8.csv", "2026-11-21"), answers(&direct, "sample-utf8.csv", "2026-11-21"));
     assert!(served.verify().expect("verify").is_ok());
 }
+
+#[test]
+fn split_and_validate_in_batches_gives_exactly_what_parse_csv_gives() {
+    for file in ["sample-utf8.csv", "sample-sjis.csv", "sample-diff.csv", "bad-rows.csv"] {
+        for encoding in [pmh_loader::Encoding::Auto, pmh_loader::Encoding::Utf8, pmh_loader::Encoding::ShiftJis] {
+            let opts = ParseOptions { encoding, municipality: None, file_name: Some(file.into()) };
+            let bytes = std::fs::read(data(file)).expect("read");
+            let mut whole = Vec::new();
+            let a = pmh_loader::parse_csv(&bytes[..], &opts, |r| whole.push(r));
+            for batch_rows in [1, 2, 1000] {
+                let mut batched = Vec::new();
+                let b = pmh_loader::csv_reader::split_csv(&bytes[..], &opts, batch_rows, |batch| {
+                    batch.validate(|_, r| batched.push(r));
+                });
+                assert_eq!(a.is_ok(), b.is_ok(), "{file} {encoding:?}");
+                assert_eq!(whole, batched, "{file} {encoding:?} batches of {batch_rows}");
+            }
+        }
+    }
+}
