@@ -641,14 +641,22 @@ fn prepare_with(
 
     progress.stage("merge");
     let source_sst = dir.join("source.sst");
-    let certificates = merge_source(&target.sst, &runs.source, &source_sst, files)?;
+    let holders_sst = dir.join("holders.sst");
+    // The two merges read disjoint runs and write different files: one thread each.
+    let (certificates, holders) = std::thread::scope(|scope| {
+        let source = scope.spawn(|| merge_source(&target.sst, &runs.source, &source_sst, files));
+        let holders = merge_holders(&target.sst, &runs.holders, &holders_sst);
+        let source = source.join().unwrap_or_else(|_| Err(LoadError::Usage("the index merge panicked".into())));
+        (source, holders)
+    });
+    // Duplicate identities (from the index merge) are the user's error: report them first.
+    let certificates = certificates?;
+    let holders = holders?;
     if certificates == 0 && !opts.allow_empty {
         return Err(LoadError::Usage(
             "the files hold no certificate; a full load would empty the store (allow it explicitly)".into(),
         ));
     }
-    let holders_sst = dir.join("holders.sst");
-    let holders = merge_holders(&target.sst, &runs.holders, &holders_sst)?;
     let summary = FullSummary {
         rows: rows.load(Ordering::Relaxed),
         certificates,
