@@ -37,6 +37,9 @@ struct Cli {
     /// Worker threads for a full load (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Memory for sorting in a full load, in MiB (past it, sorted runs spill to disk).
+    #[arg(long, global = true, default_value_t = 512)]
+    sort_mib: usize,
     /// No progress output, only the summary or the errors.
     #[arg(long, global = true)]
     quiet: bool,
@@ -120,7 +123,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
-    let mut opts = LoadOptions { format: cli.format, encoding: cli.encoding, ..LoadOptions::default() };
+    let mut opts = LoadOptions {
+        format: cli.format,
+        encoding: cli.encoding,
+        sort_budget_bytes: cli.sort_mib.max(1) << 20,
+        ..LoadOptions::default()
+    };
     if let Some(t) = cli.threads {
         opts.threads = t.max(1);
     }
