@@ -22,6 +22,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The loader's ceiling: a plain `csv`-crate pass over a file (records and bytes
+    /// counted, nothing decoded or validated), to quote a load's throughput against.
+    CsvPass {
+        /// The CSV file.
+        file: PathBuf,
+    },
     /// Engine lookup vs. raw RocksDB get_pinned on a synthetic store, in one run.
     Engine {
         /// People in the store.
@@ -166,6 +172,23 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Demo { persons, dir } => demo(persons, dir),
+        Cmd::CsvPass { file } => {
+            let t = Instant::now();
+            let f = std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let mut r = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .flexible(true)
+                .from_reader(std::io::BufReader::with_capacity(1 << 20, f));
+            let mut rec = csv::ByteRecord::new();
+            let (mut rows, mut bytes) = (0u64, 0u64);
+            while r.read_byte_record(&mut rec).map_err(|e| format!("{}: {e}", file.display()))? {
+                rows += 1;
+                bytes += rec.as_slice().len() as u64;
+            }
+            let s = t.elapsed().as_secs_f64();
+            println!("csv pass: {rows} rows, {bytes} field bytes, {s:.2} s, {:.0} rows/s", rows as f64 / s);
+            Ok(())
+        }
         Cmd::Gen { persons, out, seed, format, encoding, header, diff_share, date, files, threads } => {
             let date = match date {
                 Some(d) => Date::parse(&d).map_err(|e| format!("--date {d:?}: {e}"))?,
