@@ -261,6 +261,32 @@ pub fn parse_csv<R: Read>(
     opts: &ParseOptions,
     mut on_row: impl FnMut(Result<ParsedRow, Vec<RowError>>),
 ) -> Result<ParseSummary, ParseError> {
+    let mut summary = ParseSummary::default();
+    let (_, encoding) = read_records(input, opts, |columns, decoder, row, record| {
+        let result = RecordValidator { columns, decoder, opts }.validate(row, record);
+        summary.rows += 1;
+        match &result {
+            Ok(_) => summary.accepted += 1,
+            Err(e) => {
+                summary.rejected += 1;
+                summary.errors += e.len();
+            }
+        }
+        on_row(result);
+    })?;
+    summary.encoding = encoding;
+    Ok(summary)
+}
+
+/// The record loop shared by [`parse_csv`] and [`split_csv`]: BOM, encoding, header, then
+/// every data record (1-based row, the encoding settled so far) to `on_record`, which may
+/// take the record out of the reused buffer. Returns the number of records and the settled
+/// encoding.
+fn read_records<R: Read>(
+    input: R,
+    opts: &ParseOptions,
+    mut on_record: impl FnMut(&Columns, Decoder, usize, &mut csv::ByteRecord),
+) -> Result<(usize, Encoding), ParseError> {
     let file = opts.file_name.as_deref();
     let (bom, input) = strip_bom(input)?;
     let encoding = match (bom, opts.encoding) {
@@ -274,30 +300,21 @@ pub fn parse_csv<R: Read>(
     let mut decoder = Decoder { encoding };
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
     let mut record = csv::ByteRecord::new();
-
     if !read(&mut reader, &mut record)? {
         let msg = "the file is empty: a header row is required";
         return Err(ParseError::Invalid(vec![RowError::named(file, 0, FIELD_FILE.into(), "header", msg, "")]));
     }
     decoder.settle(&record);
     let columns = read_header(&record, &decoder, opts).map_err(ParseError::Invalid)?;
-
-    let mut summary = ParseSummary::default();
+    let mut rows = 0usize;
     while read(&mut reader, &mut record)? {
-        summary.rows += 1;
+        rows += 1;
         decoder.settle(&record);
-        let result = RecordValidator { columns: &columns, decoder, opts }.validate(summary.rows, &record);
-        match &result {
-            Ok(_) => summary.accepted += 1,
-            Err(e) => {
-                summary.rejected += 1;
-                summary.errors += e.len();
-            }
-        }
-        on_row(result);
+        on_record(&columns, decoder, rows, &mut record);
     }
-    summary.encoding = if decoder.encoding == Encoding::Auto { Encoding::Utf8 } else { decoder.encoding };
-    Ok(summary)
+    // Auto still undecided means the file is ASCII, which is UTF-8.
+    let settled = if decoder.encoding == Encoding::Auto { Encoding::Utf8 } else { decoder.encoding };
+    Ok((rows, settled))
 }
 
 /// Turns one raw CSV record into a row: decoding, column mapping, validation. Holds only
@@ -356,7 +373,8 @@ impl CsvBatch {
 /// Splits a CSV file into batches of raw records for parallel validation: the header is
 /// read and checked, the encoding settled, and records are handed to `on_batch` in file
 /// order, `batch_rows` at a time, *not yet validated* — [`CsvBatch::validate`] gives
-/// exactly the results [`parse_csv`] would. Splitting is the cheap part of parsing
+/// exactly the results [`parse_csv`] would (both run the same record loop). Returns the
+/// number of records and the settled encoding. Splitting is the cheap part of parsing
 /// (≈ a fifth of it), so one thread splitting keeps several validating.
 ///
 /// A record is decoded with the encoding settled when its batch is handed out; records
@@ -366,42 +384,27 @@ pub fn split_csv<R: Read>(
     opts: &ParseOptions,
     batch_rows: usize,
     mut on_batch: impl FnMut(CsvBatch),
-) -> Result<usize, ParseError> {
-    let file = opts.file_name.as_deref();
-    let (bom, input) = strip_bom(input)?;
-    let encoding = match (bom, opts.encoding) {
-        (true, Encoding::ShiftJis) => {
-            let msg = "the file starts with a UTF-8 byte-order mark but was declared Shift_JIS";
-            return Err(ParseError::Invalid(vec![RowError::named(file, 0, FIELD_FILE.into(), "encoding", msg, "")]));
+) -> Result<(usize, Encoding), ParseError> {
+    let batch_rows = batch_rows.max(1);
+    let shared_opts = std::sync::Arc::new(opts.clone());
+    let mut shared_columns: Option<std::sync::Arc<Columns>> = None;
+    let mut records = Vec::with_capacity(batch_rows);
+    let mut last = Decoder { encoding: opts.encoding };
+    let done = read_records(input, opts, |columns, decoder, row, record| {
+        last = decoder;
+        records.push((row, std::mem::take(record)));
+        if records.len() >= batch_rows {
+            let columns = shared_columns.get_or_insert_with(|| std::sync::Arc::new(columns.clone())).clone();
+            let batch = std::mem::replace(&mut records, Vec::with_capacity(batch_rows));
+            on_batch(CsvBatch { columns, decoder, opts: shared_opts.clone(), records: batch });
+        } else if shared_columns.is_none() {
+            shared_columns = Some(std::sync::Arc::new(columns.clone()));
         }
-        (true, _) => Encoding::Utf8,
-        (false, e) => e,
-    };
-    let mut decoder = Decoder { encoding };
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
-    let mut record = csv::ByteRecord::new();
-    if !read(&mut reader, &mut record)? {
-        let msg = "the file is empty: a header row is required";
-        return Err(ParseError::Invalid(vec![RowError::named(file, 0, FIELD_FILE.into(), "header", msg, "")]));
+    })?;
+    if let (false, Some(columns)) = (records.is_empty(), shared_columns) {
+        on_batch(CsvBatch { columns, decoder: last, opts: shared_opts, records });
     }
-    decoder.settle(&record);
-    let columns = std::sync::Arc::new(read_header(&record, &decoder, opts).map_err(ParseError::Invalid)?);
-    let opts = std::sync::Arc::new(opts.clone());
-    let mut rows = 0usize;
-    let mut records = Vec::with_capacity(batch_rows.max(1));
-    while read(&mut reader, &mut record)? {
-        rows += 1;
-        decoder.settle(&record);
-        records.push((rows, std::mem::take(&mut record)));
-        if records.len() >= batch_rows.max(1) {
-            let batch = std::mem::replace(&mut records, Vec::with_capacity(batch_rows.max(1)));
-            on_batch(CsvBatch { columns: columns.clone(), decoder, opts: opts.clone(), records: batch });
-        }
-    }
-    if !records.is_empty() {
-        on_batch(CsvBatch { columns, decoder, opts, records });
-    }
-    Ok(rows)
+    Ok(done)
 }
 
 /// Reads the next record; I/O failures are the only errors a byte-record reader reports.
