@@ -255,37 +255,16 @@ fn read_object(pairs: Vec<(String, Value)>, raw: &mut RawRecord, errs: &mut RowE
             "basicFiveInfo" => read_basic_five_info(value, raw, errs),
             "maxCopaymentAmount" => read_max_copayment(value, raw, errs),
             "additionalConditions" => {
-                let f = Field::AdditionalConditions;
-                for (p, mut obj) in list(f, value, raw, errs, "{item, code}") {
-                    let item = sub(f, &mut obj, "item", &p, errs);
-                    let code = sub(f, &mut obj, "code", &p, errs);
-                    report_unknown_keys(f, obj, errs);
-                    if let (Ok(item), Ok(code)) = (item, code) {
-                        raw.conditions.push(RawCondition { item, code });
-                    }
-                }
+                let items = two_key_list(Field::AdditionalConditions, value, raw, errs, ("item", "code"));
+                raw.conditions.extend(items.into_iter().map(|(item, code)| RawCondition { item, code }));
             }
             "designatedMedicalInstitutions" => {
-                let f = Field::DesignatedMedicalInstitutions;
-                for (p, mut obj) in list(f, value, raw, errs, "{code, name}") {
-                    let code = sub(f, &mut obj, "code", &p, errs);
-                    let name = sub(f, &mut obj, "name", &p, errs);
-                    report_unknown_keys(f, obj, errs);
-                    if let (Ok(code), Ok(name)) = (code, name) {
-                        raw.institutions.push(RawInstitution { code, name });
-                    }
-                }
+                let items = two_key_list(Field::DesignatedMedicalInstitutions, value, raw, errs, ("code", "name"));
+                raw.institutions.extend(items.into_iter().map(|(code, name)| RawInstitution { code, name }));
             }
             "certificationDetail" => {
-                let f = Field::CertificationDetail;
-                for (p, mut obj) in list(f, value, raw, errs, "{name, value}") {
-                    let name = sub(f, &mut obj, "name", &p, errs);
-                    let value = sub(f, &mut obj, "value", &p, errs);
-                    report_unknown_keys(f, obj, errs);
-                    if let (Ok(name), Ok(value)) = (name, value) {
-                        raw.detail.push(RawFaceItem { name, value });
-                    }
-                }
+                let items = two_key_list(Field::CertificationDetail, value, raw, errs, ("name", "value"));
+                raw.detail.extend(items.into_iter().map(|(name, value)| RawFaceItem { name, value }));
             }
             "copayment" => read_copayment(value, raw, errs),
             k => match top_scalar(k) {
@@ -389,6 +368,29 @@ fn list(
 }
 
 /// Takes a scalar member of a list object; `Err` (already reported) for a wrong type.
+/// A list of two-key objects (`[{item, code}, …]` and the like): each element's two
+/// values, for the elements whose values are both well-formed; every problem goes to
+/// `errs`.
+fn two_key_list(
+    f: Field,
+    value: Value,
+    raw: &mut RawRecord,
+    errs: &mut RowErrors<'_>,
+    (a, b): (&str, &str),
+) -> Vec<(Option<String>, Option<String>)> {
+    let shape = format!("{{{a}, {b}}}");
+    let mut out = Vec::new();
+    for (p, mut obj) in list(f, value, raw, errs, &shape) {
+        let x = sub(f, &mut obj, a, &p, errs);
+        let y = sub(f, &mut obj, b, &p, errs);
+        report_unknown_keys(f, obj, errs);
+        if let (Ok(x), Ok(y)) = (x, y) {
+            out.push((x, y));
+        }
+    }
+    out
+}
+
 fn sub(
     f: Field,
     obj: &mut serde_json::Map<String, Value>,
