@@ -476,6 +476,8 @@ fn verify_catches_a_corrupted_value_and_lookup_refuses_it() {
     s.grant_consent(&a, institution(), unix_now()).unwrap();
     assert!(matches!(s.lookup(s.register_client("gw"), &a, institution(), date("2026-11-21")), Err(Error::Corrupt(_))));
     assert_eq!(s.corrupt_reads(), 1);
+    // The count is the store's own, not the process's.
+    assert_eq!(store().store.corrupt_reads(), 0);
 }
 
 #[test]

@@ -20,7 +20,7 @@
 //! bytecheck on this path); the answer borrows the pinned block, so nothing is copied
 //! until the caller renders it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use rocksdb::DBPinnableSlice;
 
@@ -205,9 +205,6 @@ fn refusal_entry(pmh_id: &PmhId, institution: u64, date: Date, client: ClientId,
     PendingAccess::new(at_micros, *pmh_id.as_bytes(), institution, client, date.days(), AccessOutcome::ConsentRequired)
 }
 
-/// Lookups that found a corrupt value (also returned as errors); for metrics.
-pub(crate) static CORRUPT_READS: AtomicUsize = AtomicUsize::new(0);
-
 impl Store {
     /// Looks up a person's certificates for `institution` on `date`, on behalf of `client`
     /// (the gateway's name, for the access log). See the module doc for the rules.
@@ -226,7 +223,7 @@ impl Store {
         }
         let value = self.get_bucket(&self.key_of(pmh_id))?;
         let e = Eligibility::new(value, pmh_id, institution.get(), date).inspect_err(|_| {
-            CORRUPT_READS.fetch_add(1, Ordering::Relaxed);
+            self.corrupt_reads.fetch_add(1, Ordering::Relaxed);
         })?;
         self.audit.record(e.access_entry(pmh_id, client, now_us));
         Ok(Lookup::Answered(e))
@@ -256,7 +253,7 @@ impl Store {
         for ((_, i), v) in wanted.iter().zip(values) {
             let id = &pmh_ids[*i];
             let e = Eligibility::new(v, id, institution.get(), date).inspect_err(|_| {
-                CORRUPT_READS.fetch_add(1, Ordering::Relaxed);
+                self.corrupt_reads.fetch_add(1, Ordering::Relaxed);
             })?;
             out[*i] = Some(Lookup::Answered(e));
         }
@@ -278,8 +275,8 @@ impl Store {
             .collect())
     }
 
-    /// Lookups that met a corrupt stored value since start.
+    /// Lookups of this store that met a corrupt stored value since it was opened.
     pub fn corrupt_reads(&self) -> usize {
-        CORRUPT_READS.load(Ordering::Relaxed)
+        self.corrupt_reads.load(Ordering::Relaxed)
     }
 }

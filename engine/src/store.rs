@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 
 use parking_lot::Mutex;
 use rocksdb::{
@@ -39,6 +39,8 @@ pub struct Store {
     /// is a read-modify-write of holder buckets and must not interleave with another.
     pub(crate) writer: Mutex<()>,
     pub(crate) consents: ConsentBook,
+    /// Lookups that met a corrupt holders value (each also returned as an error).
+    pub(crate) corrupt_reads: AtomicUsize,
     /// Interned names of the clients that look people up (for the access log).
     pub(crate) clients: Arc<Clients>,
     pub(crate) config: StoreConfig,
@@ -108,6 +110,7 @@ impl Store {
             generation: AtomicU64::new(generation),
             writer: Mutex::new(()),
             consents: ConsentBook::new(),
+            corrupt_reads: AtomicUsize::new(0),
             clients,
             config,
             key_fn,
