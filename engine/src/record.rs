@@ -362,8 +362,7 @@ fn checked_archive(bytes: &[u8]) -> Result<&[u8], ValueError> {
 }
 
 /// Fully validates stored bytes — checksum and rkyv bytecheck of every field — and gives
-/// zero-copy access. Works on any alignment (see the module doc). Used by `verify` and
-/// the write path.
+/// zero-copy access. Works on any alignment (see the module doc). Used by `verify`.
 pub fn access_bucket(bytes: &[u8]) -> Result<&ArchivedBucket, ValueError> {
     let archive = checked_archive(bytes)?;
     rkyv::access::<ArchivedBucket, rkyv::rancor::Error>(archive).map_err(|e| ValueError::Invalid(e.to_string()))
@@ -398,12 +397,6 @@ pub(crate) fn decode_bucket_trusted(bytes: &[u8]) -> Result<Bucket, ValueError> 
     rkyv::deserialize::<Bucket, rkyv::rancor::Error>(a).map_err(|e| ValueError::Invalid(e.to_string()))
 }
 
-/// Copies stored bytes out into owned records (write path only), validating them fully.
-pub fn decode_bucket(bytes: &[u8]) -> Result<Bucket, ValueError> {
-    let a = access_bucket(bytes)?;
-    rkyv::deserialize::<Bucket, rkyv::rancor::Error>(a).map_err(|e| ValueError::Invalid(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,7 +418,7 @@ mod tests {
             assert!(a.holder(&[7; 16]).is_some());
             assert!(a.holder(&[8; 16]).is_none());
         }
-        assert_eq!(decode_bucket(&bytes).unwrap(), b);
+        assert_eq!(decode_bucket_trusted(&bytes).unwrap(), b);
     }
 
     #[test]
