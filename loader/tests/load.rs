@@ -251,3 +251,29 @@ fn split_and_validate_in_batches_gives_exactly_what_parse_csv_gives() {
         }
     }
 }
+
+#[test]
+fn installing_an_incomplete_prepared_directory_changes_nothing() {
+    let t = tempfile::tempdir().expect("tmp");
+    let store = open(&t.path().join("db"));
+    full(&store, &["sample-utf8.csv"]).expect("loads");
+    let before = answers(&store, "sample-utf8.csv", "2026-11-21");
+
+    // A prepare killed before its manifest was written: no manifest, nothing installed.
+    let no_manifest = t.path().join("no-manifest");
+    std::fs::create_dir_all(&no_manifest).expect("mkdir");
+    assert!(matches!(load::install(&store, &no_manifest), Err(LoadError::Io { .. })));
+
+    // A manifest whose SST files are gone: the ingest fails, the old snapshot serves.
+    let prepared = t.path().join("prepared");
+    let d = PmhIdDeriver::new(SECRET);
+    let files = vec![data("sample-utf8.csv")];
+    load::prepare(&pmh_engine::RocksTuning::default(), &d, &files, &LoadOptions::default(), &prepared, &NoProgress)
+        .expect("prepares");
+    std::fs::remove_file(prepared.join("holders.sst")).expect("remove");
+    assert!(load::install(&store, &prepared).is_err());
+
+    assert_eq!(store.generation(), 1);
+    assert_eq!(answers(&store, "sample-utf8.csv", "2026-11-21"), before);
+    assert!(store.verify().expect("verify").is_ok());
+}
