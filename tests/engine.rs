@@ -574,3 +574,53 @@ fn a_failed_snapshot_install_leaves_the_previous_snapshot_serving() {
     assert_eq!(inactive.estimated_keys, 0);
     assert_eq!(answered(&s, &a, "2026-11-21"), Some(vec!["OLD".into()]));
 }
+
+#[test]
+fn journal_records_are_written_with_their_change_set_or_not_at_all() {
+    let t = store();
+    let a = person(1);
+    let s = t
+        .store
+        .apply_journaled(vec![upsert(a, cert("J1"))], ApplyMode::Diff, |sum| {
+            vec![(b"u/131016/0001".to_vec(), format!("inserted={}", sum.inserted).into_bytes())]
+        })
+        .unwrap();
+    assert_eq!(s.inserted, 1);
+    assert_eq!(t.store.journal_get(b"u/131016/0001").unwrap().as_deref(), Some(&b"inserted=1"[..]));
+    // A rejected change set writes none of its records.
+    let mut osaka = cert("X");
+    osaka.municipality_code = 271004;
+    let err = t.store.apply_journaled(vec![upsert(a, osaka)], ApplyMode::ReplaceMunicipality(131016), |_| {
+        vec![(b"u/131016/0002".to_vec(), b"never".to_vec())]
+    });
+    assert!(err.is_err());
+    assert_eq!(t.store.journal_get(b"u/131016/0002").unwrap(), None);
+    // An unchanged re-apply still writes its record.
+    let s = t
+        .store
+        .apply_journaled(vec![upsert(a, cert("J1"))], ApplyMode::Diff, |_| vec![(b"u/131016/0003".to_vec(), vec![3])])
+        .unwrap();
+    assert_eq!(s.unchanged, 1);
+    assert_eq!(t.store.journal_get(b"u/131016/0003").unwrap(), Some(vec![3]));
+}
+
+#[test]
+fn journal_scan_is_newest_first_and_stays_in_its_prefix() {
+    let t = store();
+    let recs: Vec<(Vec<u8>, Vec<u8>)> =
+        [&b"u/1/\x00\x01"[..], b"u/1/\x00\x02", b"u/1/\xff\xff", b"u/2/\x00\x01", b"u/0/\x05"]
+            .iter()
+            .map(|k| (k.to_vec(), k.to_vec()))
+            .collect();
+    let refs: Vec<(&[u8], &[u8])> = recs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    t.store.journal_put(&refs).unwrap();
+    let keys = |prefix: &[u8], limit| -> Vec<Vec<u8>> {
+        t.store.journal_scan_rev(prefix, limit).unwrap().into_iter().map(|(k, _)| k).collect()
+    };
+    assert_eq!(keys(b"u/1/", 10), vec![b"u/1/\xff\xff".to_vec(), b"u/1/\x00\x02".to_vec(), b"u/1/\x00\x01".to_vec()]);
+    assert_eq!(keys(b"u/1/", 1), vec![b"u/1/\xff\xff".to_vec()]);
+    assert_eq!(keys(b"u/2/", 10), vec![b"u/2/\x00\x01".to_vec()]);
+    assert_eq!(keys(b"u/3/", 10), Vec::<Vec<u8>>::new());
+    assert_eq!(keys(b"u/1/\xff", 10), vec![b"u/1/\xff\xff".to_vec()]);
+    assert_eq!(keys(b"", 10).len(), 5);
+}

@@ -17,7 +17,7 @@ use rocksdb::WriteBatch;
 
 use crate::error::{ChangeError, ChangeProblem, Error, storage};
 pub use crate::layout::SOURCE_VALUE_LEN;
-use crate::layout::{HOLDERS, SOURCE};
+use crate::layout::{HOLDERS, JOURNAL, SOURCE};
 use crate::pmh_id::{PmhId, StoreKey};
 use crate::record::{Bucket, Certificate, CertificateId, Holder, decode_bucket_trusted, encode_bucket};
 use crate::store::{Store, hex};
@@ -249,6 +249,20 @@ impl Store {
     /// Applies a change set atomically. On a rule violation returns
     /// [`Error::Rejected`] with every problem, and nothing is written.
     pub fn apply(&self, changes: Vec<Change>, mode: ApplyMode) -> Result<ApplySummary, Error> {
+        self.apply_journaled(changes, mode, |_| Vec::new())
+    }
+
+    /// [`Store::apply`], writing the journal records `journal(&summary)` returns (key,
+    /// value pairs of the `journal` column family, see [`Store::journal_get`]) in the same
+    /// atomic, synced batch: after a crash either the changes and their records are both
+    /// there, or neither is. The server records an upload's outcome and its idempotency
+    /// key this way. On a rejected change set nothing is written, the records included.
+    pub fn apply_journaled(
+        &self,
+        changes: Vec<Change>,
+        mode: ApplyMode,
+        journal: impl FnOnce(&ApplySummary) -> Vec<crate::store::JournalRecord>,
+    ) -> Result<ApplySummary, Error> {
         validate_changes(&changes, mode)?;
         let _w = self.writer.lock();
         let active = (self.generation() & 1) as usize;
@@ -363,6 +377,10 @@ impl Store {
                 let bytes = encode_bucket(&bucket).map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))?;
                 batch.put_cf(holders_cf, key.0, bytes);
             }
+        }
+        let journal_cf = self.cf(JOURNAL)?;
+        for (k, v) in journal(&sum) {
+            batch.put_cf(journal_cf, k, v);
         }
         if !batch.is_empty() {
             self.db.write_opt(batch, &self.write_options()).map_err(storage)?;

@@ -7,6 +7,7 @@
 //! | `source.0`, `source.1` | municipality (6 digits) 0 typeId 0 historyKey | store key (16) + PMH-ID (16) + certificate digest (8) |
 //! | `consents` | PMH-ID (16) + institution (8 BE) | expiry, Unix seconds (8 BE) |
 //! | `access_log` | PMH-ID (16) + µs (8 BE) + sequence (8 BE) | rkyv [`crate::audit::AccessEntry`] |
+//! | `journal` | caller-defined (the server: upload ids, idempotency keys) | caller-defined bytes |
 //!
 //! Holders and the source index exist twice (blue/green). One pair is active, chosen by
 //! the generation number's low bit; a full snapshot is ingested into the other pair and
@@ -26,8 +27,13 @@ pub const CONSENTS: &str = "consents";
 /// Access-log column family.
 pub const ACCESS_LOG: &str = "access_log";
 
+/// Journal column family: small records a caller writes atomically with a change set
+/// (the server's upload outcomes and idempotency keys), so that an acknowledged upload and
+/// its receipt are durable together.
+pub const JOURNAL: &str = "journal";
+
 /// Every column family, in the order they are opened.
-pub const ALL_CFS: [&str; 7] = [META, HOLDERS[0], HOLDERS[1], SOURCE[0], SOURCE[1], CONSENTS, ACCESS_LOG];
+pub const ALL_CFS: [&str; 8] = [META, HOLDERS[0], HOLDERS[1], SOURCE[0], SOURCE[1], CONSENTS, ACCESS_LOG, JOURNAL];
 
 /// Meta key: on-disk schema version.
 pub(crate) const META_SCHEMA: &[u8] = b"schema_version";

@@ -26,6 +26,9 @@ thread_local! {
     static READ_OPTS: ReadOptions = ReadOptions::default();
 }
 
+/// A journal record: key and value.
+pub type JournalRecord = (Vec<u8>, Vec<u8>);
+
 /// The PMH store. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
     // Field order matters for drop: the access-log writer is joined (draining its queue)
@@ -72,7 +75,7 @@ impl Store {
             // Explicit descriptors for every family, `default` included: opening a family
             // by name alone silently gives it fresh default options (no filter, no cache).
             let opts = match name {
-                META => config.rocks.log_cf_options(&cache),
+                META | JOURNAL => config.rocks.log_cf_options(&cache),
                 ACCESS_LOG => config.rocks.access_log_cf_options(&cache),
                 _ => config.rocks.point_cf_options(&cache),
             };
@@ -290,6 +293,60 @@ impl Store {
                 crate::audit::decode_entry(&v)
                     .ok_or_else(|| Error::Corrupt(format!("access-log entry {}", hex(&k))))?,
             );
+        }
+        Ok(out)
+    }
+
+    // ---- journal ----------------------------------------------------------------------
+
+    /// Writes journal records (key, value) in one atomic batch, synced like certificate
+    /// writes. For records that go with no change set (a rejected upload's outcome); those
+    /// that go with one are written by [`Store::apply_journaled`].
+    pub fn journal_put(&self, records: &[(&[u8], &[u8])]) -> Result<(), Error> {
+        let cf = self.cf(JOURNAL)?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in records {
+            batch.put_cf(cf, k, v);
+        }
+        self.db.write_opt(batch, &self.write_options()).map_err(storage)
+    }
+
+    /// One journal record.
+    pub fn journal_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.db.get_cf(self.cf(JOURNAL)?, key).map_err(storage)
+    }
+
+    /// Up to `limit` journal records whose key starts with `prefix`, in descending key
+    /// order (newest first when keys end in a big-endian time).
+    pub fn journal_scan_rev(&self, prefix: &[u8], limit: usize) -> Result<Vec<JournalRecord>, Error> {
+        let cf = self.cf(JOURNAL)?;
+        let mut upper = prefix.to_vec();
+        // The smallest key above every key with this prefix: increment the last byte
+        // that is not 0xff and cut after it (no such byte: scan from the end).
+        let start = loop {
+            match upper.pop() {
+                None => break rocksdb::IteratorMode::End,
+                Some(0xff) => continue,
+                Some(b) => {
+                    upper.push(b + 1);
+                    break rocksdb::IteratorMode::From(&upper, rocksdb::Direction::Reverse);
+                }
+            }
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, start) {
+            let (k, v) = item.map_err(storage)?;
+            if k.as_ref() == upper.as_slice() {
+                continue; // `From` in reverse starts at the bound itself when it exists
+            }
+            // Every key in [prefix, upper) starts with the prefix.
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+            if out.len() >= limit {
+                break;
+            }
         }
         Ok(out)
     }
