@@ -1,0 +1,233 @@
+//! Over real sockets: the library's `serve` (keep-alive, graceful shutdown), and the
+//! `pmh-server` binary (an acknowledged upload survives `kill -9`; SIGTERM stops cleanly).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pmh_engine::Store;
+use pmh_loader::config::Config;
+use pmh_server::serve::ServeOptions;
+use pmh_server::{AppState, app, serve};
+
+/// One HTTP/1.1 exchange on `stream` (keep-alive); returns (status, body).
+fn exchange(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    ct: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if !ct.is_empty() {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    read_response(stream)
+}
+
+fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "connection closed in the head: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status: u16 = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+#[test]
+fn serve_answers_on_a_socket_with_keep_alive_and_shuts_down_gracefully() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let t = TestApp::new();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve(listener, t.router.clone(), ServeOptions::default(), async {
+        let _ = stop_rx.await;
+    }));
+    let mut s = connect(addr);
+    // Several requests on one connection.
+    let (status, body) = exchange(&mut s, "GET", "/healthz", None, "", b"");
+    assert_eq!((status, body.contains("\"ok\"")), (200, true));
+    let csv = own_rows_csv("sample-utf8.csv", 131016);
+    let (status, body) = exchange(&mut s, "POST", "/v1/subsidy/uploads?mode=full", Some(CHIYODA), "text/csv", &csv);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        exchange(&mut s, "POST", "/v1/pmh-ids", Some(GATEWAY), "application/json", br#"{"myNumber":"123456789018"}"#);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = exchange(&mut s, "GET", "/v1/ping", Some(GATEWAY), "", b"");
+    assert_eq!(status, 200);
+    // Shutdown: the idle keep-alive connection is closed and serve returns.
+    stop_tx.send(()).unwrap();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), server).await }).unwrap().unwrap().unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0, "the connection is closed after shutdown");
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err(), "no longer listening");
+}
+
+#[test]
+fn a_slow_request_head_is_cut_off() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let t = TestApp::new();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opts = ServeOptions { header_read_timeout: Duration::from_millis(300), ..ServeOptions::default() };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve(listener, t.router.clone(), opts, async {
+        let _ = stop_rx.await;
+    }));
+    let mut s = connect(addr);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n").unwrap(); // never finished
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(5), "the server closed the slow connection");
+    stop_tx.send(()).unwrap();
+    rt.block_on(server).unwrap().unwrap();
+}
+
+// ---- the binary ---------------------------------------------------------------------
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn start_binary(config: &Path) -> Server {
+    let addr = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_pmh-server"))
+        .args(["--config", config.to_str().unwrap(), "--listen", &addr.to_string(), "--workers", "1"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            if exchange(&mut s, "GET", "/healthz", None, "", b"").0 == 200 {
+                return Server { child, addr };
+            }
+        }
+        assert!(Instant::now() < deadline, "pmh-server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn write_config(dir: &Path, sync_writes: bool) -> std::path::PathBuf {
+    let text = config_text(8 << 20).replace("sync_writes = false", &format!("sync_writes = {sync_writes}"));
+    let text = format!("db = {:?}\n{text}", dir.join("db").to_str().unwrap());
+    let path = dir.join("pmh.toml");
+    std::fs::write(&path, text).unwrap();
+    // The configuration holds secrets: readable by the owner only, or the server warns.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
+#[test]
+fn an_acknowledged_upload_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), true);
+    let mut server = start_binary(&config_path);
+    let mut s = connect(server.addr);
+    let csv = own_rows_csv("sample-utf8.csv", 131016);
+    let (status, body) = exchange(&mut s, "POST", "/v1/subsidy/uploads?mode=full", Some(CHIYODA), "text/csv", &csv);
+    assert_eq!(status, 200, "{body}");
+    let upload: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // SIGKILL right after the 200: no chance to flush anything.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    // The store has the upload, and its outcome record.
+    let config = Config::load(Some(&config_path)).unwrap();
+    let store = Arc::new(Store::open(&config.db, config.store_config()).unwrap());
+    let state = AppState::new(store.clone(), config).unwrap();
+    let id = state.deriver().derive(&pmh_engine::MyNumber::parse("234567890121").unwrap());
+    let inst = pmh_engine::InstitutionCode::parse(CLINIC).unwrap();
+    store.grant_consent(&id, inst, pmh_engine::date::unix_now()).unwrap();
+    let client = store.register_client("check");
+    let date = pmh_engine::Date::parse("2026-11-21").unwrap();
+    let answer = store.lookup(client, &id, inst, date).unwrap();
+    assert_eq!(answer.answered().map(|e| e.len()), Some(1));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let router = app(state);
+    let rec = rt.block_on(async {
+        use tower::ServiceExt;
+        let req = axum::http::Request::get(format!("/v1/subsidy/uploads/{}", upload["uploadId"].as_str().unwrap()))
+            .header("authorization", format!("Bearer {CHIYODA}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let r = router.oneshot(req).await.unwrap();
+        assert_eq!(r.status(), 200);
+        http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes()
+    });
+    let rec: serde_json::Value = serde_json::from_slice(&rec).unwrap();
+    assert_eq!((rec["status"].as_str(), rec["inserted"].as_u64()), (Some("accepted"), Some(5)));
+}
+
+#[test]
+fn sigterm_finishes_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), false);
+    let mut server = start_binary(&config_path);
+    let mut s = connect(server.addr);
+    let (status, _) = exchange(&mut s, "GET", "/v1/ping", Some(GATEWAY), "", b"");
+    assert_eq!(status, 200);
+    let ok = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "pmh-server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    server.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!err.contains("ERROR"), "{err}");
+    // The store closed cleanly: it opens again at once.
+    let config = Config::load(Some(&config_path)).unwrap();
+    Store::open(&config.db, config.store_config()).unwrap();
+}
