@@ -138,16 +138,25 @@ fn start_binary(config: &Path) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // From here on the child is reaped by `Drop`, whatever happens.
+    let server = Server { child, addr };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(mut s) = TcpStream::connect(addr) {
             s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
             if exchange(&mut s, "GET", "/healthz", None, "", b"").0 == 200 {
-                return Server { child, addr };
+                return server;
             }
         }
         assert!(Instant::now() < deadline, "pmh-server did not come up");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
