@@ -6,10 +6,15 @@
 CARGO := scripts/cargo.sh
 PERSONS ?= 1000000
 
-.PHONY: demo test lint unit bench-engine bench-criterion bench-components fmt clean-store
+.PHONY: demo demo-engine test lint unit bench-engine bench-criterion bench-components fmt clean-store
 
-## demo: build, generate a synthetic store and show lookups against it
+## demo: build, generate and load 100,000 synthetic people, serve them on 127.0.0.1:8080
+## and print ready-to-paste curl commands (PERSONS=…, PMH_LISTEN=…)
 demo:
+	scripts/demo.sh
+
+## demo-engine: the engine alone (no server): a consented lookup, a refusal, the access log
+demo-engine:
 	$(CARGO) run --locked --release -p pmh-bench --bin pmh-bench -- demo
 
 ## test: formatting, lints and every test of the workspace
