@@ -33,7 +33,8 @@ echo "demo: loading them"
 
 "$bin/pmh-server" --config "$dir/pmh.toml" &
 server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' INT TERM EXIT
+# Ctrl-C reaches the server too; it finishes in-flight requests and exits.
+trap 'kill -TERM $server 2>/dev/null || true' INT TERM EXIT
 for _ in $(seq 1 100); do
   curl -s -o /dev/null "http://$listen/healthz" && break
   sleep 0.1
@@ -85,4 +86,8 @@ Paste these in another terminal:
 
 Ctrl-C stops the server.
 EOF
-wait $server
+set +e
+wait $server   # returns early when a signal arrives; then wait for the shutdown itself
+wait $server 2>/dev/null
+trap - EXIT
+exit 0
