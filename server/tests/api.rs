@@ -439,3 +439,65 @@ async fn every_route_in_the_openapi_document_is_served_and_described() {
         assert!(pmh_server::metrics::ROUTES.contains(&path), "{path} not in metrics::ROUTES");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_installed_while_serving_switches_without_failed_lookups() {
+    use pmh_loader::load::{self, LoadOptions, NoProgress};
+    let t = TestApp::new();
+    t.upload_ok("full", CHIYODA, "text/csv", &own_rows_csv("sample-utf8.csv", 131016)).await;
+    let id = t.pmh_id("234567890121").await;
+    t.consent(&id).await;
+    // A nationwide snapshot where the 難病 certificate has another history key.
+    let csv = String::from_utf8(std::fs::read(data("sample-utf8.csv")).unwrap())
+        .unwrap()
+        .replace("NANBYO-2026", "NANBYO-2026B");
+    let input = t.dir.path().join("nationwide.csv");
+    std::fs::write(&input, csv).unwrap();
+    let prepared = t.dir.path().join("prepared");
+    let config = pmh_loader::config::Config::from_toml_str(&config_text(1 << 20), "test").unwrap();
+    load::prepare(&config.rocksdb, t.state.deriver(), &[input], &LoadOptions::default(), &prepared, &NoProgress)
+        .unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (router, stop, path) = (t.router.clone(), stop.clone(), lookup_path(&id));
+        tokio::spawn(async move {
+            use http_body_util::BodyExt;
+            use tower::ServiceExt;
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let req = axum::http::Request::get(&path)
+                    .header("authorization", format!("Bearer {GATEWAY}"))
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let r = router.clone().oneshot(req).await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                let v: serde_json::Value =
+                    serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+                let keys: Vec<String> = v["certificates"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["historyKey"].as_str().unwrap().to_owned())
+                    .collect();
+                assert_eq!(keys.len(), 1, "each answer wholly old or wholly new: {keys:?}");
+                seen.insert(keys[0].clone());
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let body = json!({"dir": prepared.to_str().unwrap()}).to_string();
+    let r = t.post("/v1/admin/snapshots", Some(ADMIN), &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["generation"], 1);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.await.unwrap();
+    assert!(seen.contains("NANBYO-2026B"), "{seen:?}");
+    // The consent carried over; a gateway may not install; a bad directory is 422.
+    let r = t.post("/v1/admin/snapshots", Some(GATEWAY), &body).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = t.post("/v1/admin/snapshots", Some(ADMIN), &json!({"dir": "/nonexistent"}).to_string()).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+}
