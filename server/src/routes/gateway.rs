@@ -11,15 +11,14 @@ use axum::response::Response;
 use pmh_engine::date::unix_now;
 use pmh_engine::{Lookup, MyNumber};
 use pmh_loader::config::Role;
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Code, ErrorBody, consent_required, json_bytes};
 use crate::extract::{self, Body, LookupQuery, PathPmhId};
 use crate::metrics::LookupOutcome;
-use crate::render::{Certificates, EligibilityJson, PmhIdJson};
+use crate::render;
 use crate::state::AppState;
 use crate::time::rfc3339_tokyo;
 
@@ -146,9 +145,8 @@ pub async fn eligibility(
         Lookup::Answered(e) => {
             let outcome = if e.is_empty() { LookupOutcome::AnsweredEmpty } else { LookupOutcome::Answered };
             st.metrics().record_lookups(outcome, 1);
-            let mut buf = Vec::with_capacity(512 + 1536 * e.len());
-            serde_json::to_writer(&mut buf, &EligibilityJson { pmh_id: &id, eligibility: &e })
-                .map_err(ApiError::internal)?;
+            let mut buf = Vec::with_capacity(256 + 1024 * e.len());
+            render::eligibility(&mut buf, &id, &e);
             Ok(json_bytes(StatusCode::OK, buf))
         }
     }
@@ -195,50 +193,8 @@ pub async fn eligibility_batch(State(st): State<AppState>, caller: Caller, body:
     m.record_lookups(LookupOutcome::AnsweredEmpty, empty);
     m.record_lookups(LookupOutcome::Answered, answers.len() as u64 - refused - empty);
     let mut buf = Vec::with_capacity(64 + 1024 * answers.len());
-    serde_json::to_writer(&mut buf, &BatchJson { ids: &ids, answers: &answers }).map_err(ApiError::internal)?;
+    render::batch(&mut buf, &ids, &answers);
     Ok(json_bytes(StatusCode::OK, buf))
-}
-
-struct BatchJson<'a> {
-    ids: &'a [pmh_engine::PmhId],
-    answers: &'a [Lookup<'a>],
-}
-
-impl Serialize for BatchJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(1))?;
-        m.serialize_entry("results", &BatchResults(self))?;
-        m.end()
-    }
-}
-
-struct BatchResults<'a>(&'a BatchJson<'a>);
-
-impl Serialize for BatchResults<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.ids.len()))?;
-        for (id, a) in self.0.ids.iter().zip(self.0.answers) {
-            seq.serialize_element(&BatchItem(id, a))?;
-        }
-        seq.end()
-    }
-}
-
-struct BatchItem<'a>(&'a pmh_engine::PmhId, &'a Lookup<'a>);
-
-impl Serialize for BatchItem<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("pmhId", &PmhIdJson(self.0))?;
-        match self.1 {
-            Lookup::ConsentRequired => m.serialize_entry("status", "consent_required")?,
-            Lookup::Answered(e) => {
-                m.serialize_entry("status", "ok")?;
-                m.serialize_entry("certificates", &Certificates(e))?;
-            }
-        }
-        m.end()
-    }
 }
 
 /// The constant answer of `GET /v1/ping`.
