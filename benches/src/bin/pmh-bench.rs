@@ -1,12 +1,14 @@
-//! `pmh-bench`: synthetic stores and files (`gen`), the engine benchmark, and the engine demo.
+//! `pmh-bench`: synthetic stores and files (`gen`), the engine benchmark, the engine demo,
+//! and the HTTP load generator (`http`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use pmh_bench::engine::{self, BENCH_INSTITUTION, BenchStore, OpReport};
 use pmh_bench::r#gen::{self, GenConfig, HeaderLanguage};
+use pmh_bench::http::{self, ClientKind, Phases};
 use pmh_engine::{Date, InstitutionCode, Lookup, StoreConfig};
 use pmh_loader::{Encoding, Format};
 
@@ -107,10 +109,95 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Load test of a running pmh-server: lookups vs. the `GET /v1/ping` ceiling, with
+    /// throughput and latency percentiles (see docs/benchmarks.md).
+    Http(Box<HttpArgs>),
+}
+
+/// `pmh-bench http` options.
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("auth").required(true).args(["token", "token_file"]))]
+struct HttpArgs {
+    /// Base URL of the server, http://HOST[:PORT][/BASE] (plain HTTP only).
+    #[arg(long)]
+    url: String,
+    /// Gateway bearer token.
+    #[arg(long)]
+    token: Option<String>,
+    /// File holding the gateway token (surrounding whitespace ignored).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Timed part of each phase (e.g. 30s, 2m; at most 1h).
+    #[arg(long, default_value = "10s", value_parser = http::parse_duration)]
+    duration: Duration,
+    /// Unrecorded warm-up before each phase.
+    #[arg(long, default_value = "2s", value_parser = http::parse_duration)]
+    warmup: Duration,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Open loop at this many requests/s in total (default: closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Runtime threads of the client (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Stop each phase's timed part after this many requests.
+    #[arg(long)]
+    max_requests: Option<u64>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = http::parse_duration)]
+    timeout: Duration,
+    /// HTTP client: raw (lean, default) or hyper (cross-check).
+    #[arg(long, default_value = "raw")]
+    client: ClientKind,
+    /// Skip the ceiling phase.
+    #[arg(long, conflicts_with = "only_ceiling")]
+    no_ceiling: bool,
+    /// Run only the ceiling phase (no set-up).
+    #[arg(long)]
+    only_ceiling: bool,
+    /// People in the store the server serves (persons 0..N of the synthetic population).
+    #[arg(long, default_value_t = 1_000_000)]
+    persons: u64,
+    /// Seed of the synthetic population (as given to `gen`/`engine`) and of the mix.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// People in the workload (resolved and, per --consent-share, consented in set-up).
+    #[arg(long, default_value_t = 10_000)]
+    people: usize,
+    /// Percent of the people given a consent; the others' lookups are expected refusals.
+    #[arg(long, default_value = "90", value_parser = http::parse_percent)]
+    consent_share: f64,
+    /// Percent of the people not in the store (consented too).
+    #[arg(long, default_value = "5", value_parser = http::parse_percent)]
+    unknown_share: f64,
+    /// Percent of the requests that are batch calls.
+    #[arg(long, default_value = "0", value_parser = http::parse_percent)]
+    batch_share: f64,
+    /// People per batch call.
+    #[arg(long, default_value_t = 10)]
+    batch_size: usize,
+    /// Institution code of the consents and lookups.
+    #[arg(long, default_value = BENCH_INSTITUTION)]
+    institution: String,
+    /// Lookup date, YYYY-MM-DD (default: today in Tokyo).
+    #[arg(long)]
+    date: Option<String>,
+    /// Fail (exit 1) when a phase's error share is above this percent.
+    #[arg(long, default_value = "1", value_parser = http::parse_percent)]
+    max_error_share: f64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Cmd::Http(args) = cli.cmd {
+        return http_command(*args);
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pmh-bench: {e}");
@@ -119,8 +206,82 @@ fn main() -> ExitCode {
     }
 }
 
+/// `pmh-bench http`: exit 0 when passed, 1 when the error share was too high, 2 when the
+/// run could not be made (bad settings, server unreachable, set-up failed).
+fn http_command(a: HttpArgs) -> ExitCode {
+    let json = a.json;
+    let config = match http_config(a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pmh-bench http: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match http::run(&config) {
+        Ok(report) => {
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("pmh-bench http: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn http_config(a: HttpArgs) -> Result<http::Config, String> {
+    let token = match (a.token, a.token_file) {
+        (Some(t), _) => t,
+        (None, Some(f)) => {
+            std::fs::read_to_string(&f).map_err(|e| format!("--token-file {}: {e}", f.display()))?.trim().to_string()
+        }
+        (None, None) => return Err("--token or --token-file is required".into()),
+    };
+    let date = match a.date {
+        Some(d) => Date::parse(&d).map_err(|e| format!("--date {d:?}: {e}"))?,
+        None => Date::today_tokyo(),
+    };
+    Ok(http::Config {
+        client: a.client,
+        threads: a.threads,
+        connections: a.connections,
+        mode: match a.rate {
+            Some(rate) => http::Mode::Open { rate },
+            None => http::Mode::Closed,
+        },
+        duration: a.duration,
+        warmup: a.warmup,
+        max_requests: a.max_requests,
+        timeout: a.timeout,
+        phases: if a.only_ceiling {
+            Phases::CeilingOnly
+        } else if a.no_ceiling {
+            Phases::LookupOnly
+        } else {
+            Phases::Both
+        },
+        persons: a.persons,
+        seed: a.seed,
+        people: a.people,
+        consent_share: a.consent_share,
+        unknown_share: a.unknown_share,
+        batch_share: a.batch_share,
+        batch_size: a.batch_size,
+        institution: a.institution,
+        date,
+        max_error_share: a.max_error_share,
+        ..http::Config::new(&a.url, &token)
+    })
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
+        // Has its own exit codes: dispatched in `main`.
+        Cmd::Http(_) => Err("http is run from main".into()),
         Cmd::Engine {
             persons,
             ops,
