@@ -58,7 +58,8 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn as_str(self) -> &'static str {
+    /// `full` or `diff`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Mode::Full => "full",
             Mode::Diff => "diff",
@@ -291,14 +292,13 @@ pub async fn upload(
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let token = caller.require(Role::Municipality)?.clone();
+    token.municipality.ok_or_else(|| ApiError::new(Code::Forbidden, "token has no municipality"))?;
     // Uploads are exempt from the whole-request timeout (a refusal must not race a
     // commit); the body alone must arrive within it.
     let body = match tokio::time::timeout(st.config().limits.request_timeout, Body::from_request(req, &st)).await {
         Ok(b) => b?.0,
         Err(_) => return Err(ApiError::new(Code::Timeout, "the body did not arrive within request_timeout")),
     };
-    let municipality: MunicipalityCode =
-        token.municipality.ok_or_else(|| ApiError::new(Code::Forbidden, "token has no municipality"))?;
     let (mode, allow_empty) = query_pair(uri.query().unwrap_or(""), "mode", "allowEmpty");
     let mode = match mode {
         Some("full") => Mode::Full,
@@ -320,6 +320,47 @@ pub async fn upload(
         },
     };
     let (format, encoding) = format_of(&headers, &body)?;
+    let submitted =
+        submit(&st, &token, Submission { mode, allow_empty, idempotency_key: idem, format, encoding, body }).await?;
+    let mut r = submitted.record.response();
+    if submitted.replayed {
+        r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(r)
+}
+
+/// An upload as received, by the API or the upload screen.
+pub struct Submission {
+    /// Full or differential.
+    pub mode: Mode,
+    /// Let an empty full upload delete every certificate of the municipality.
+    pub allow_empty: bool,
+    /// `Idempotency-Key`, validated.
+    pub idempotency_key: Option<String>,
+    /// JSON or CSV.
+    pub format: Format,
+    /// The encoding asked for (CSV).
+    pub encoding: Encoding,
+    /// The file.
+    pub body: axum::body::Bytes,
+}
+
+/// What became of a submission.
+pub struct Submitted {
+    /// The stored outcome: accepted, rejected or forbidden.
+    pub record: UploadRecord,
+    /// Whether this is the replay of an earlier submission with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// Checks, applies and records an upload of `token`'s municipality (module doc). An `Err`
+/// is an answer given before any outcome was recorded (idempotency conflict, our faults);
+/// refusals of the file are `Ok` with a `rejected` or `forbidden` record.
+pub async fn submit(st: &AppState, token: &Token, sub: Submission) -> Result<Submitted, ApiError> {
+    let Submission { mode, allow_empty, idempotency_key: idem, format, encoding, body } = sub;
+    let municipality: MunicipalityCode =
+        token.municipality.ok_or_else(|| ApiError::new(Code::Forbidden, "token has no municipality"))?;
+    let token = token.clone();
     let mut hasher = Sha256::new();
     hasher.update(mode.as_str().as_bytes());
     hasher.update([0]);
@@ -341,11 +382,9 @@ pub async fn upload(
         let (m, t) = parse_upload_id(&rec.upload_id).ok_or_else(|| ApiError::internal("bad stored upload id"))?;
         let stored =
             store.journal_get(&upload_key(m, t))?.ok_or_else(|| ApiError::internal("upload record missing"))?;
-        let rec: UploadRecord = serde_json::from_slice(&stored).map_err(ApiError::internal)?;
+        let record: UploadRecord = serde_json::from_slice(&stored).map_err(ApiError::internal)?;
         st.metrics().record_upload(UploadOutcome::Replayed);
-        let mut r = rec.response();
-        r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-        return Ok(r);
+        return Ok(Submitted { record, replayed: true });
     }
 
     // A strictly increasing time id (uploads are serialised by the lock above).
@@ -480,25 +519,23 @@ pub async fn upload(
     .await
     .map_err(ApiError::internal)??;
 
-    match outcome {
+    match &outcome {
         Ok(sum) => {
             st.metrics().record_upload(UploadOutcome::Accepted);
             tracing::info!(upload = %id, municipality = %municipality, mode = mode.as_str(), inserted = sum.inserted,
                 updated = sum.updated, deleted = sum.deleted, unchanged = sum.unchanged, "upload accepted");
-            let stored = store
-                .journal_get(&upload_key(municipality.get(), micros))?
-                .ok_or_else(|| ApiError::internal("upload record missing"))?;
-            let rec: UploadRecord = serde_json::from_slice(&stored).map_err(ApiError::internal)?;
-            Ok(rec.response())
         }
-        Err(mut e) => {
+        Err(e) => {
             let outcome = if e.code == Code::Forbidden { UploadOutcome::Forbidden } else { UploadOutcome::Rejected };
             st.metrics().record_upload(outcome);
             tracing::info!(upload = %id, municipality = %municipality, errors = e.details.len(), code = e.code.as_str(), "upload refused");
-            e.message = format!("{} (upload {id})", e.message);
-            Err(e)
         }
     }
+    let stored = store
+        .journal_get(&upload_key(municipality.get(), micros))?
+        .ok_or_else(|| ApiError::internal("upload record missing"))?;
+    let record: UploadRecord = serde_json::from_slice(&stored).map_err(ApiError::internal)?;
+    Ok(Submitted { record, replayed: false })
 }
 
 /// The stored outcome of an upload. A municipality sees only its own (others' are 404);
