@@ -240,6 +240,13 @@ impl Field {
 
 /// Normalises a header cell: surrounding white space (ASCII and U+3000) removed, full-width
 /// ASCII forms (U+FF01–U+FF5E: `（`, `）`, `Ｉ`, `Ｄ`, `－`, …) folded to ASCII.
+/// The Japanese CSV column name (design §4) of a field given by its API name
+/// (`basicFiveInfo.name` → `氏名`), for reports written for people who edit the CSV in a
+/// spreadsheet with Japanese headers. `None` for pseudo fields such as `(record)`.
+pub fn japanese_header(api_name: &str) -> Option<&'static str> {
+    Field::from_header(api_name).and_then(|f| f.japanese_names().first().copied())
+}
+
 pub(crate) fn normalise_header(cell: &str) -> String {
     cell.trim()
         .chars()

@@ -83,6 +83,7 @@ use std::io::Read;
 
 pub use csv_reader::parse_csv;
 pub use error::{ParseError, RowError, format_report};
+pub use field::japanese_header;
 pub use json_reader::parse_json;
 pub use options::{Encoding, Format, ParseOptions, ParseSummary};
 pub use row::ParsedRow;

@@ -15,6 +15,7 @@
 //! | `GET /v1/access-log/{pmhId}`, `POST /v1/admin/snapshots`, `GET /v1/admin/stats` | admin | [`routes::admin`] |
 //! | `GET /v1/ping` | any token | [`routes::gateway`] (the benchmark ceiling) |
 //! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | none | [`routes::ops`] |
+//! | `/ui/…` (HTML) | municipality, signed in with a session cookie | [`ui`] |
 //!
 //! ## The hot path
 //! `GET /v1/subsidy/eligibility/{pmhId}`: authenticate (SHA-256 of the token, constant-time
@@ -36,6 +37,7 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod time;
+pub mod ui;
 
 use std::time::Instant;
 
@@ -65,7 +67,8 @@ use crate::routes::{admin, gateway, ops, uploads};
     tags((name = "gateway", description = "receipt gateways at the reception desk"),
          (name = "municipality", description = "municipalities' uploads"),
          (name = "admin", description = "operators"),
-         (name = "operations", description = "health, metrics, this document")),
+         (name = "operations", description = "health, metrics, this document"),
+         (name = "ui", description = "the municipal upload screen (HTML)")),
 )]
 struct ApiDoc;
 
@@ -99,6 +102,14 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
+        .routes(routes!(ui::index))
+        .routes(routes!(ui::style))
+        .routes(routes!(ui::login_form, ui::login))
+        .routes(routes!(ui::logout))
+        .routes(routes!(ui::upload_page, ui::upload))
+        .routes(routes!(ui::history))
+        .routes(routes!(ui::upload_result))
+        .routes(routes!(ui::errors_csv))
         .split_for_parts()
 }
 
@@ -125,7 +136,7 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
     let route = metrics::route_index(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
     // Uploads and snapshot installs time their body read themselves and are not cut off
     // once they commit: a timeout answered while the commit goes on would be a lie.
-    let long = matches!(metrics::ROUTES[route], "/v1/subsidy/uploads" | "/v1/admin/snapshots");
+    let long = matches!(metrics::ROUTES[route], "/v1/subsidy/uploads" | "/v1/admin/snapshots" | "/ui/upload");
     let mut resp = if long {
         next.run(req).await
     } else {

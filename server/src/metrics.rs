@@ -15,7 +15,7 @@ use std::time::Duration;
 use pmh_engine::Store;
 
 /// Route templates, as axum matches them. Index = position.
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 23] = [
     "/v1/subsidy/eligibility/{pmhId}",
     "/v1/subsidy/eligibility:batch",
     "/v1/pmh-ids",
@@ -30,6 +30,14 @@ pub const ROUTES: [&str; 15] = [
     "/healthz",
     "/metrics",
     "/openapi.json",
+    "/ui/",
+    "/ui/style.css",
+    "/ui/login",
+    "/ui/logout",
+    "/ui/upload",
+    "/ui/uploads",
+    "/ui/uploads/{id}",
+    "/ui/uploads/{id}/errors.csv",
     "(unmatched)",
 ];
 

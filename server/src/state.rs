@@ -29,6 +29,7 @@ struct Inner {
     started: Instant,
     /// The OpenAPI document, rendered once by [`crate::app`].
     openapi: OnceLock<String>,
+    ui_sessions: crate::ui::Sessions,
 }
 
 impl AppState {
@@ -48,6 +49,7 @@ impl AppState {
                 upload_lock: tokio::sync::Mutex::new(()),
                 started: Instant::now(),
                 openapi: OnceLock::new(),
+                ui_sessions: crate::ui::Sessions::default(),
             }),
         })
     }
@@ -88,6 +90,11 @@ impl AppState {
 
     pub(crate) fn set_openapi(&self, json: String) {
         let _ = self.inner.openapi.set(json);
+    }
+
+    /// Sessions of the upload screen.
+    pub fn ui_sessions(&self) -> &crate::ui::Sessions {
+        &self.inner.ui_sessions
     }
 
     /// When the state was created.

@@ -417,6 +417,16 @@ async fn every_route_in_the_openapi_document_is_served_and_described() {
         "GET /healthz",
         "GET /metrics",
         "GET /openapi.json",
+        "GET /ui/",
+        "GET /ui/style.css",
+        "GET /ui/login",
+        "POST /ui/login",
+        "POST /ui/logout",
+        "GET /ui/upload",
+        "POST /ui/upload",
+        "GET /ui/uploads",
+        "GET /ui/uploads/{id}",
+        "GET /ui/uploads/{id}/errors.csv",
     ]
     .iter()
     .map(|s| s.to_string())

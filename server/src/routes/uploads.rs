@@ -550,7 +550,7 @@ pub async fn get_upload(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::new(Code::NotFound, "no such upload");
-    let (m, t) = parse_upload_id(&id).ok_or_else(not_found)?;
+    let (m, _) = parse_upload_id(&id).ok_or_else(not_found)?;
     let token = caller.token();
     match token.role {
         Role::Admin => {}
@@ -560,8 +560,36 @@ pub async fn get_upload(
             return Err(ApiError::new(Code::Forbidden, "uploads are read by municipality or admin tokens"));
         }
     }
-    let v = st.store().journal_get(&upload_key(m, t))?.ok_or_else(not_found)?;
-    Ok(json_bytes(StatusCode::OK, v))
+    let record = stored(&st, &id)?.ok_or_else(not_found)?;
+    let body = serde_json::to_vec(&record).map_err(ApiError::internal)?;
+    Ok(json_bytes(StatusCode::OK, body))
+}
+
+/// The stored outcome of upload `id`, if there is one.
+pub fn stored(st: &AppState, id: &str) -> Result<Option<UploadRecord>, ApiError> {
+    let Some((m, t)) = parse_upload_id(id) else { return Ok(None) };
+    match st.store().journal_get(&upload_key(m, t))? {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice(&v).map(Some).map_err(ApiError::internal),
+    }
+}
+
+/// Up to `limit` uploads of `municipality` (all municipalities when `None`), newest
+/// first, without error details.
+pub fn list(st: &AppState, municipality: impl Into<Option<u32>>, limit: usize) -> Result<Vec<UploadRecord>, ApiError> {
+    let prefix = match municipality.into() {
+        Some(m) => format!("upload/{m:06}/"),
+        None => "upload/".to_owned(),
+    };
+    let mut uploads = Vec::new();
+    for (_, v) in st.store().journal_scan_rev(prefix.as_bytes(), limit)? {
+        let mut r: UploadRecord = serde_json::from_slice(&v).map_err(ApiError::internal)?;
+        if let Some(e) = &mut r.error {
+            e.details.clear();
+        }
+        uploads.push(r);
+    }
+    Ok(uploads)
 }
 
 /// The caller's uploads, newest first (`limit`, default 50, at most 200). An admin lists
@@ -585,31 +613,23 @@ pub async fn list_uploads(
             })?,
         };
     let token = caller.token();
-    let prefix = match token.role {
+    let municipality = match token.role {
         Role::Municipality => {
-            let m = token.municipality.ok_or_else(|| ApiError::new(Code::Forbidden, "token has no municipality"))?;
-            format!("upload/{:06}/", m.get())
+            Some(token.municipality.ok_or_else(|| ApiError::new(Code::Forbidden, "token has no municipality"))?.get())
         }
         Role::Admin => match muni {
-            Some(m) => {
-                let m = MunicipalityCode::parse(m)
-                    .map_err(|e| ApiError::invalid("municipality", e.rule, "not a valid municipality code"))?;
-                format!("upload/{:06}/", m.get())
-            }
-            None => "upload/".to_owned(),
+            Some(m) => Some(
+                MunicipalityCode::parse(m)
+                    .map_err(|e| ApiError::invalid("municipality", e.rule, "not a valid municipality code"))?
+                    .get(),
+            ),
+            None => None,
         },
         Role::Gateway => {
             return Err(ApiError::new(Code::Forbidden, "uploads are read by municipality or admin tokens"));
         }
     };
-    let mut uploads = Vec::new();
-    for (_, v) in st.store().journal_scan_rev(prefix.as_bytes(), limit)? {
-        let mut r: UploadRecord = serde_json::from_slice(&v).map_err(ApiError::internal)?;
-        if let Some(e) = &mut r.error {
-            e.details.clear();
-        }
-        uploads.push(r);
-    }
+    let uploads = list(&st, municipality, limit)?;
     let body = serde_json::to_vec(&UploadList { uploads }).map_err(ApiError::internal)?;
     Ok(json_bytes(StatusCode::OK, body))
 }
