@@ -32,6 +32,7 @@
 //!   that cannot be read as records, or I/O), [`format_report`].
 //! - [`options`] — [`ParseOptions`] (encoding, the caller's municipality, file name),
 //!   [`Encoding`], [`Format`], [`ParseSummary`].
+//! - [`watch`] — the batch uploader, `pmh-load send` / `watch` (`docs/municipalities.md`).
 //!
 //! ## Data flow
 //! ```text
@@ -75,6 +76,7 @@ pub mod options;
 mod raw;
 pub mod row;
 pub mod validate;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;

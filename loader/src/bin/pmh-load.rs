@@ -1,7 +1,10 @@
-//! `pmh-load`: validate files, load a full snapshot, apply differential files.
+//! `pmh-load`: validate files, load a full snapshot, apply differential files; upload
+//! files to a hub (`send`) or every new file of a folder (`watch`).
 //!
-//! Thin: arguments, configuration, progress display; the work is in `pmh_loader::load`.
-//! Exit codes: 0 success, 1 rejected input (every error printed), 2 usage / I/O / store.
+//! Thin: arguments, configuration, progress display; the work is in `pmh_loader::load`
+//! and `pmh_loader::watch`.
+//! Exit codes: 0 success, 1 rejected input (every error printed), 2 usage / I/O / store
+//! (for `send`: network, 5xx, a refused token).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use pmh_engine::Store;
 use pmh_loader::config::Config;
 use pmh_loader::load::{self, LoadError, LoadOptions, Progress};
+use pmh_loader::watch::{self, Answer, HttpHub, Hub, Mode, Upload, Verdict, WatchOptions, Watcher};
 use pmh_loader::{Encoding, Format, format_report};
 
 #[global_allocator]
@@ -79,6 +83,69 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Upload one file to a hub (POST /v1/subsidy/uploads); exit 0 accepted, 1 refused,
+    /// 2 unreachable / 5xx / setup.
+    Send {
+        /// The file (CSV or JSON; `--format`, `--encoding` apply).
+        file: PathBuf,
+        #[command(flatten)]
+        hub: HubArgs,
+        /// `Idempotency-Key` (default `sha256-<hex of the content>`: a repeat of an upload
+        /// whose answer was lost gets the stored answer and changes nothing). Give another
+        /// key to have the same content judged again, e.g. after the hub's setup was fixed.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+    },
+    /// Watch a folder and upload each complete new file once, in name order (a service:
+    /// stop it with SIGTERM or Ctrl-C). See docs/municipalities.md.
+    Watch {
+        /// The folder; accepted files go to DIR/done/, refused ones to DIR/failed/.
+        dir: PathBuf,
+        #[command(flatten)]
+        hub: HubArgs,
+        /// How often the folder is listed.
+        #[arg(long, default_value = "2s", value_parser = watch::parse_duration)]
+        interval: Duration,
+        /// How long a file must stay unchanged (size and mtime) before it is sent.
+        #[arg(long, default_value = "5s", value_parser = watch::parse_duration)]
+        settle: Duration,
+        /// The first wait after a failed attempt; it doubles (with jitter) up to --retry-max.
+        #[arg(long, default_value = "1s", value_parser = watch::parse_duration)]
+        retry_min: Duration,
+        /// The longest wait between attempts.
+        #[arg(long, default_value = "60s", value_parser = watch::parse_duration)]
+        retry_max: Duration,
+        /// After SIGTERM, how long an upload in flight is waited for before it is abandoned
+        /// (the file stays and is sent again, harmlessly, on the next start).
+        #[arg(long, default_value = "30s", value_parser = watch::parse_duration)]
+        shutdown_grace: Duration,
+    },
+}
+
+/// Where the hub is and how to prove who we are.
+#[derive(Args)]
+struct HubArgs {
+    /// The hub's base URL (`https://hub.example`; `/v1/subsidy/uploads` is added).
+    #[arg(long, value_name = "URL")]
+    server: String,
+    /// A file holding the municipality's bearer token on one line, mode 600.
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+    /// PEM certificates to trust for `https://` instead of the built-in Mozilla roots (a
+    /// hub certificate from a private CA).
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// `diff` (差分) or `full` (全件). `watch` sends a file whose name starts with `full` as
+    /// `full` whatever this says.
+    #[arg(long, default_value = "diff")]
+    mode: Mode,
+}
+
+impl HubArgs {
+    fn connect(&self) -> Result<HttpHub, String> {
+        let token = watch::read_token_file(&self.token_file)?;
+        HttpHub::new(&self.server, &token, self.ca_file.as_deref())
+    }
 }
 
 /// Progress as a bar on a terminal, as a log line every few seconds otherwise.
@@ -122,6 +189,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
+    match &cli.cmd {
+        Cmd::Send { file, hub, idempotency_key } => return send(&cli, file, hub, idempotency_key.clone()),
+        Cmd::Watch { .. } => return run_watch(&cli),
+        _ => {}
+    }
     let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
     let mut opts = LoadOptions {
         format: cli.format,
@@ -134,7 +206,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
     let files = match &cli.cmd {
         Cmd::Full { files, .. } | Cmd::Diff { files } | Cmd::Check { files } => files.clone(),
-        Cmd::Install { .. } => Vec::new(),
+        Cmd::Install { .. } | Cmd::Send { .. } | Cmd::Watch { .. } => Vec::new(),
     };
     let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let tty = std::io::stderr().is_terminal();
@@ -256,8 +328,84 @@ fn execute(
             let g = load::install(&store, dir)?;
             Ok(format!("installed {}: generation {g} now serving", dir.display()))
         }
-        Cmd::Check { .. } => Err(LoadError::Usage("check does not open a store".into())),
+        Cmd::Check { .. } | Cmd::Send { .. } | Cmd::Watch { .. } => {
+            Err(LoadError::Usage("this command does not open a store".into()))
+        }
     }
+}
+
+/// `pmh-load send`: one upload; the summary on stdout, or the hub's report on stderr.
+fn send(cli: &Cli, file: &std::path::Path, args: &HubArgs, key: Option<String>) -> Result<ExitCode, String> {
+    if let Some(k) = &key
+        && (k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err("--idempotency-key: 1-200 printable ASCII characters without spaces".into());
+    }
+    let hub = args.connect()?;
+    let body = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let format = cli.format.unwrap_or_else(|| Format::from_file_name(&name));
+    let key = key.unwrap_or_else(|| watch::idempotency_key(&watch::content_sha256(&body), 0));
+    let upload = Upload {
+        body,
+        mode: args.mode,
+        content_type: watch::content_type(format, cli.encoding),
+        idempotency_key: Some(key),
+    };
+    let reply = match hub.upload(&upload) {
+        Answer::Reply(r) => r,
+        Answer::Unreachable(why) => return Err(format!("{}: not sent: {why}", hub.url())),
+    };
+    match Verdict::of(&reply) {
+        Verdict::Accepted => {
+            println!("{}: {}", file.display(), watch::summary_line(&reply));
+            Ok(ExitCode::SUCCESS)
+        }
+        Verdict::Refused => {
+            eprint!("{}", watch::refusal_report(&reply));
+            if reply.replayed {
+                eprintln!(
+                    "pmh-load: this is the stored answer to an earlier upload of the same content; to have it judged \
+                     again (after a change on the hub), give another --idempotency-key"
+                );
+            }
+            eprintln!("pmh-load: {}: refused; nothing was changed", file.display());
+            Ok(ExitCode::from(1))
+        }
+        Verdict::TryLater | Verdict::Setup => {
+            Err(format!("{}: not accepted: {}", file.display(), watch::refusal_headline(&reply)))
+        }
+    }
+}
+
+/// `pmh-load watch`: runs until SIGTERM or Ctrl-C (a second one ends the process at once).
+fn run_watch(cli: &Cli) -> Result<ExitCode, String> {
+    let Cmd::Watch { dir, hub, interval, settle, retry_min, retry_max, shutdown_grace } = &cli.cmd else {
+        return Err("not a watch command".into());
+    };
+    let http = hub.connect()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // The order matters: the first signal sets the flag, a second finds it set and exits.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).map_err(|e| e.to_string())?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    eprintln!("pmh-load watch: uploading to {}", http.url());
+    let opts = WatchOptions {
+        mode: hub.mode,
+        format: cli.format,
+        encoding: cli.encoding,
+        interval: *interval,
+        settle: *settle,
+        backoff_min: *retry_min,
+        backoff_max: *retry_max,
+        shutdown_grace: *shutdown_grace,
+        ..WatchOptions::new(dir.clone())
+    };
+    let hub: Arc<dyn Hub> = Arc::new(http);
+    let mut watcher = Watcher::open(opts, hub).map_err(|e| e.to_string())?;
+    watcher.run(&stop);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn diff_line(done: &[load::DiffSummary]) -> String {
