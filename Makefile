@@ -25,6 +25,7 @@ lint:
 	$(CARGO) clippy --locked --workspace --all-targets --release -- -D warnings
 
 unit:
+	scripts/test-deps.sh
 	$(CARGO) test --locked --workspace --release
 
 ## bench-engine: engine lookup vs. raw get_pinned with latency percentiles (PERSONS=…)

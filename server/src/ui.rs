@@ -139,7 +139,7 @@ fn page(status: StatusCode, body: Markup) -> Response {
         ),
     );
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     r
 }
 
