@@ -6,7 +6,7 @@
 CARGO := scripts/cargo.sh
 PERSONS ?= 1000000
 
-.PHONY: demo demo-engine test lint unit bench-engine bench-criterion bench-components fmt clean-store
+.PHONY: demo demo-engine test lint unit bench bench-engine bench-criterion bench-components bench-loader bench-render fmt clean-store
 
 ## demo: build, generate and load 100,000 synthetic people, serve them on 127.0.0.1:8080
 ## and print ready-to-paste curl commands (PERSONS=…, PMH_LISTEN=…)
@@ -28,6 +28,11 @@ unit:
 	scripts/test-deps.sh
 	$(CARGO) test --locked --workspace --release
 
+## bench: every figure in one unattended run, written into docs/benchmarks.md and
+## docs/latency-vs-rate.svg (SIZE=10000000 for the nationwide-scale run)
+bench:
+	scripts/bench.sh
+
 ## bench-engine: engine lookup vs. raw get_pinned with latency percentiles (PERSONS=…)
 bench-engine:
 	$(CARGO) run --locked --release -p pmh-bench --bin pmh-bench -- engine --persons $(PERSONS)
@@ -39,6 +44,14 @@ bench-criterion:
 ## bench-components: criterion suite of the hot path's parts
 bench-components:
 	$(CARGO) bench --locked -p pmh-bench --bench components
+
+## bench-loader: criterion suite of the loader's parts (parse + validate per row, SST writing)
+bench-loader:
+	$(CARGO) bench --locked -p pmh-bench --bench loader
+
+## bench-render: criterion bench of the server's JSON rendering next to the engine lookup
+bench-render:
+	$(CARGO) bench --locked -p pmh-server --bench render
 
 fmt:
 	cargo fmt --all

@@ -14,4 +14,5 @@ pub mod engine;
 pub mod http;
 // `gen` is a reserved keyword since edition 2024, hence the raw identifier.
 pub mod r#gen;
+pub mod report;
 pub mod synth;

@@ -76,6 +76,22 @@ enum Cmd {
         #[arg(long, default_value = "var/demo")]
         dir: PathBuf,
     },
+    /// Writes the generated section of docs/benchmarks.md and the latency plot from the
+    /// results directory of one `make bench` run.
+    Report {
+        /// The results directory (scripts/bench.sh writes it).
+        #[arg(long)]
+        results: PathBuf,
+        /// The document to update.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        doc: PathBuf,
+        /// The plot to write (SVG).
+        #[arg(long, default_value = "docs/latency-vs-rate.svg")]
+        plot: PathBuf,
+        /// Instead: print the lookup requests/s of this `pmh-bench http --json` file.
+        #[arg(long)]
+        lookup_rps_of: Option<PathBuf>,
+    },
     /// Writes deterministic synthetic nationwide upload files: full, diff and manifest.json.
     Gen {
         /// People in the full file(s) (persons 0..N).
@@ -350,6 +366,15 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("csv pass: {rows} rows, {bytes} field bytes, {s:.2} s, {:.0} rows/s", rows as f64 / s);
             Ok(())
         }
+        Cmd::Report { lookup_rps_of: Some(f), .. } => {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?)
+                    .map_err(|e| format!("{}: {e}", f.display()))?;
+            let rps = v["lookup"]["rps"].as_f64().ok_or_else(|| format!("{}: no lookup.rps", f.display()))?;
+            println!("{rps:.0}");
+            Ok(())
+        }
+        Cmd::Report { results, doc, plot, lookup_rps_of: None } => pmh_bench::report::run(&results, &doc, &plot),
         Cmd::Gen { persons, out, seed, format, encoding, header, diff_share, date, files, threads } => {
             let date = match date {
                 Some(d) => Date::parse(&d).map_err(|e| format!("--date {d:?}: {e}"))?,
