@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build needs, only those missing. Idempotent.
 # - libclang (+ clang's built-in headers) for bindgen, which generates the RocksDB bindings.
+# With arguments, installs those packages instead (scripts/test-deps.sh).
 set -euo pipefail
+packages=("$@")
+[ ${#packages[@]} -gt 0 ] || packages=(libclang1-14 libclang-common-14-dev)
 need=()
-for p in libclang1-14 libclang-common-14-dev; do
+for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -56,7 +56,8 @@ fn loader(c: &mut Criterion) {
     let mut buckets: Vec<([u8; 16], Bucket)> = (0..PERSONS)
         .map(|i| {
             let id = deriver.derive(&MyNumber::parse(&pop.my_number(i)).expect("valid"));
-            let b = Bucket { holders: vec![Holder { pmh_id: *id.as_bytes(), certificates: pop.person(i).certificates }] };
+            let b =
+                Bucket { holders: vec![Holder { pmh_id: *id.as_bytes(), certificates: pop.person(i).certificates }] };
             (id.store_key().0, b)
         })
         .collect();

@@ -791,8 +791,9 @@ fn to_usize(v: u64) -> Option<usize> {
     usize::try_from(v).ok()
 }
 
-/// A positive duration: a whole number followed by `ms`, `s`, `m` or `h` (`"30s"`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// A positive duration: a whole number followed by `ms`, `s`, `m` or `h` (`"30s"`). Used
+/// for `request_timeout` and by the command-line tools' duration options.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a duration such as \"30s\""))?;

@@ -48,7 +48,6 @@ mod sent;
 use std::fmt::{self, Write as _};
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -195,22 +194,7 @@ pub fn idempotency_key(sha256_hex: &str, refusals: u32) -> String {
 }
 
 /// Parses a duration such as `500ms`, `2s`, `1m`, `1h` (a positive whole number and a unit).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a duration such as \"5s\""))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{s:?}: the unit must be ms, s, m or h")),
-    };
-    if d.is_zero() {
-        return Err(format!("{s:?}: must be positive"));
-    }
-    Ok(d)
-}
+pub use crate::config::parse_duration;
 
 /// The summary line of an accepted upload's answer
 /// (`{"uploadId","mode","rows","inserted","updated","deleted","unchanged"}`).
@@ -327,6 +311,7 @@ pub fn refusal_report(reply: &Reply) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn reply(status: u16, body: &str) -> Reply {
         Reply { status, body: body.to_owned(), replayed: false }

@@ -235,29 +235,30 @@ fn push_copay(out: &mut Vec<u8>, c: &ArchivedCopayment) {
     push_str(out, &c.category);
     out.extend_from_slice(b",\"burdenDefinition\":");
     push_str(out, &c.burden_definition);
-    for (k, v) in
-        [("ratePerDay", &c.rate_per_day), ("ratePerMonth", &c.rate_per_month), ("ratePerVisit", &c.rate_per_visit)]
-    {
-        if let Some(x) = v.as_ref() {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b"\":");
-            push_u64(out, u64::from(x.to_native()));
-        }
-    }
-    for (k, v) in [
-        ("amountPerDay", &c.amount_per_day),
-        ("amountPerMonth", &c.amount_per_month),
-        ("amountPerVisit", &c.amount_per_visit),
-    ] {
-        if let Some(x) = v.as_ref() {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b"\":");
-            push_u64(out, u64::from(x.to_native()));
-        }
-    }
+    push_optional_numbers(
+        out,
+        &[
+            ("ratePerDay", c.rate_per_day.as_ref().map(|x| u64::from(x.to_native()))),
+            ("ratePerMonth", c.rate_per_month.as_ref().map(|x| u64::from(x.to_native()))),
+            ("ratePerVisit", c.rate_per_visit.as_ref().map(|x| u64::from(x.to_native()))),
+            ("amountPerDay", c.amount_per_day.as_ref().map(|x| u64::from(x.to_native()))),
+            ("amountPerMonth", c.amount_per_month.as_ref().map(|x| u64::from(x.to_native()))),
+            ("amountPerVisit", c.amount_per_visit.as_ref().map(|x| u64::from(x.to_native()))),
+        ],
+    );
     out.push(b'}');
+}
+
+/// Appends `,"key":N` for each present value.
+fn push_optional_numbers(out: &mut Vec<u8>, fields: &[(&str, Option<u64>)]) {
+    for (k, v) in fields {
+        if let Some(x) = v {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"\":");
+            push_u64(out, *x);
+        }
+    }
 }
 
 /// Appends the certificates of an answer as a JSON array.
