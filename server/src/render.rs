@@ -162,18 +162,9 @@ pub fn push_certificate(out: &mut Vec<u8>, v: &CertificateView<'_>) {
             push_str(out, x);
         }
     }
-    out.extend_from_slice(b",\"additionalConditions\":[");
-    for (i, a) in c.additional_conditions.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"item\":");
-        push_str(out, &a.item);
-        out.extend_from_slice(b",\"code\":");
-        push_str(out, &a.code);
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"],\"designatedMedicalInstitutions\":[");
+    out.extend_from_slice(b",\"additionalConditions\":");
+    push_pairs(out, ("item", "code"), c.additional_conditions.iter().map(|a| (a.item.as_str(), a.code.as_str())));
+    out.extend_from_slice(b",\"designatedMedicalInstitutions\":[");
     for (i, d) in c.designated_medical_institutions.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -212,21 +203,12 @@ pub fn push_certificate(out: &mut Vec<u8>, v: &CertificateView<'_>) {
     push_date(out, c.valid_to.to_native());
     out.extend_from_slice(b",\"historyKey\":");
     push_str(out, &c.history_key);
-    out.extend_from_slice(b",\"certificationDetail\":[");
-    for (i, f) in c.certification_detail.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"name\":");
-        push_str(out, &f.name);
-        out.extend_from_slice(b",\"value\":");
-        push_str(out, &f.value);
-        out.push(b'}');
-    }
+    out.extend_from_slice(b",\"certificationDetail\":");
+    push_pairs(out, ("name", "value"), c.certification_detail.iter().map(|f| (f.name.as_str(), f.value.as_str())));
     out.extend_from_slice(if v.is_designated_institution {
-        b"],\"isDesignatedInstitution\":true}"
+        b",\"isDesignatedInstitution\":true}"
     } else {
-        b"],\"isDesignatedInstitution\":false}"
+        b",\"isDesignatedInstitution\":false}"
     });
 }
 
@@ -247,6 +229,26 @@ fn push_copay(out: &mut Vec<u8>, c: &ArchivedCopayment) {
         ],
     );
     out.push(b'}');
+}
+
+/// Appends a JSON array of two-key objects: `[{"k1":"a","k2":"b"},…]`.
+fn push_pairs<'a>(out: &mut Vec<u8>, (k1, k2): (&str, &str), items: impl Iterator<Item = (&'a str, &'a str)>) {
+    out.push(b'[');
+    for (i, (a, b)) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"");
+        out.extend_from_slice(k1.as_bytes());
+        out.extend_from_slice(b"\":");
+        push_str(out, a);
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(k2.as_bytes());
+        out.extend_from_slice(b"\":");
+        push_str(out, b);
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 /// Appends `,"key":N` for each present value.
