@@ -240,3 +240,35 @@ fn sigterm_finishes_and_exits_cleanly() {
     let config = Config::load(Some(&config_path)).unwrap();
     Store::open(&config.db, config.store_config()).unwrap();
 }
+
+#[test]
+fn quick_start_generates_and_prints_a_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_pmh-server"))
+        .args(["--db", dir.path().join("db").to_str().unwrap(), "--listen", &addr.to_string(), "--workers", "1"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "pmh-server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut s = connect(addr);
+    assert_eq!(exchange(&mut s, "GET", "/healthz", None, "", b"").0, 200);
+    let ok = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    assert!(server.child.wait().unwrap().success());
+    let mut log = String::new();
+    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    // The generated configuration is printed: its tokens are needed to call the server.
+    assert!(log.contains("[[tokens]]") && log.contains("role = \"gateway\""), "{log}");
+    assert!(log.contains("pmh_id_secret = \""), "{log}");
+    let gateway =
+        log.lines().skip_while(|l| !l.contains("role = \"gateway\"")).find_map(|l| l.strip_prefix("token = \""));
+    assert!(gateway.is_some_and(|t| t.trim_end_matches('"').len() == 64), "{log}");
+}
