@@ -5,10 +5,22 @@
 //! Both readers map their input onto [`Field`]s, so CSV and JSON report the same field
 //! names and the same rules for the same bad value.
 
-/// One leaf field of a record, in the order of design §4 (also the order errors are
-/// reported in within a row).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Field {
+/// Declares [`Field`] and [`ALL_FIELDS`] from one list, so the two cannot drift apart.
+macro_rules! fields {
+    ($($f:ident),* $(,)?) => {
+        /// One leaf field of a record, in the order of design §4 (also the order errors are
+        /// reported in within a row).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub(crate) enum Field {
+            $($f),*
+        }
+
+        /// Every field, in declaration order.
+        pub(crate) const ALL_FIELDS: [Field; FIELD_COUNT] = [$(Field::$f),*];
+    };
+}
+
+fields!(
     MunicipalityCode,
     OrgSpecificCertificateTypeId,
     MyNumber,
@@ -43,51 +55,10 @@ pub(crate) enum Field {
     HistoryKey,
     IsDeleted,
     CertificationDetail,
-}
+);
 
-/// Number of [`Field`]s.
+/// Number of [`Field`]s (a wrong count does not compile: [`ALL_FIELDS`] is sized by it).
 pub(crate) const FIELD_COUNT: usize = 34;
-
-/// Every field, in declaration order.
-pub(crate) const ALL_FIELDS: [Field; FIELD_COUNT] = {
-    use Field::*;
-    [
-        MunicipalityCode,
-        OrgSpecificCertificateTypeId,
-        MyNumber,
-        Name,
-        NameKana,
-        Address,
-        DateOfBirth,
-        Sex,
-        IsNotDisclosed,
-        InsurerNumber,
-        CertificationName,
-        RecipientNumber,
-        CertificationSubKey,
-        Segment,
-        IncomeSegment,
-        AdditionalConditions,
-        DesignatedMedicalInstitutions,
-        IsAlwaysReimbursement,
-        CopayCategory,
-        CopayBurdenDefinition,
-        CopayRatePerDay,
-        CopayRatePerMonth,
-        CopayRatePerVisit,
-        CopayAmountPerDay,
-        CopayAmountPerMonth,
-        CopayAmountPerVisit,
-        MaxMonthly,
-        MaxPerVisit,
-        MaxInpatientMonthly,
-        ValidFrom,
-        ValidTo,
-        HistoryKey,
-        IsDeleted,
-        CertificationDetail,
-    ]
-};
 
 /// The copay-rule fields, in the order of [`crate::raw::RawCopay::values`].
 pub(crate) const COPAY_FIELDS: [Field; 8] = [
