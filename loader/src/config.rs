@@ -369,19 +369,25 @@ impl Config {
     }
 
     /// The token whose SHA-256 equals that of `bearer` (the value after `Bearer `), if any;
-    /// never for an empty `bearer`.
-    /// The digests are compared in constant time and every token is compared, so the time
-    /// taken says nothing about how much of a guess was right.
+    /// never for an empty `bearer`. See [`Config::authenticate_index`].
     pub fn authenticate(&self, bearer: &str) -> Option<&Token> {
+        self.authenticate_index(bearer).map(|i| &self.tokens[i])
+    }
+
+    /// The position in [`Config::tokens`] of the token whose SHA-256 equals that of
+    /// `bearer`, if any; never for an empty `bearer`. The digests are compared in constant
+    /// time and every token is compared, so the time taken says nothing about how much of
+    /// a guess was right.
+    pub fn authenticate_index(&self, bearer: &str) -> Option<usize> {
         if bearer.is_empty() {
             return None;
         }
         let presented = sha256(bearer.as_bytes());
         let mut found = None;
-        for t in &self.tokens {
+        for (i, t) in self.tokens.iter().enumerate() {
             let eq = constant_time_eq(&t.sha256, &presented);
             if eq && found.is_none() {
-                found = Some(t);
+                found = Some(i);
             }
         }
         found

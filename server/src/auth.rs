@@ -16,31 +16,40 @@ use pmh_loader::config::{Role, Token};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
-/// The authenticated caller of a request.
-#[derive(Clone)]
+/// The authenticated caller of a request: its token's position, role and access-log
+/// client id. Plain values, so extracting it touches no shared reference count.
+#[derive(Debug, Clone, Copy)]
 pub struct Caller {
-    state: AppState,
     index: usize,
+    role: Role,
+    client: ClientId,
 }
 
 impl Caller {
-    /// The caller's token entry.
-    pub fn token(&self) -> &Token {
-        &self.state.config().tokens[self.index]
+    /// The caller's token entry in `st`'s configuration.
+    pub fn token<'s>(&self, st: &'s AppState) -> &'s Token {
+        &st.config().tokens[self.index]
+    }
+
+    /// The caller's role.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// The caller's access-log client id.
     pub fn client(&self) -> ClientId {
-        self.state.client(self.index)
+        self.client
     }
 
     /// Succeeds when the caller has `role`; 403 `forbidden` otherwise.
-    pub fn require(&self, role: Role) -> Result<&Token, ApiError> {
-        let t = self.token();
-        if t.role == role {
-            Ok(t)
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role == role {
+            Ok(())
         } else {
-            Err(ApiError::new(Code::Forbidden, format!("this operation needs a {role} token, not a {} token", t.role)))
+            Err(ApiError::new(
+                Code::Forbidden,
+                format!("this operation needs a {role} token, not a {} token", self.role),
+            ))
         }
     }
 }
@@ -57,9 +66,7 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .ok_or_else(unauthorized)?;
-        let token = state.config().authenticate(bearer).ok_or_else(unauthorized)?;
-        // `authenticate` returns a reference into `tokens`; its index is the position.
-        let index = state.config().tokens.iter().position(|t| std::ptr::eq(t, token)).ok_or_else(unauthorized)?;
-        Ok(Caller { state: state.clone(), index })
+        let index = state.config().authenticate_index(bearer).ok_or_else(unauthorized)?;
+        Ok(Caller { index, role: state.config().tokens[index].role, client: state.client(index) })
     }
 }

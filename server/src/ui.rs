@@ -242,10 +242,7 @@ pub async fn login(State(st): State<AppState>, headers: HeaderMap, Form(f): Form
         return login_page(StatusCode::FORBIDDEN, Some("別のサイトからの送信は受け付けません。"));
     }
     let config = st.config();
-    let index = config
-        .authenticate(f.token.trim())
-        .filter(|t| t.role == Role::Municipality)
-        .and_then(|t| config.tokens.iter().position(|x| std::ptr::eq(x, t)));
+    let index = config.authenticate_index(f.token.trim()).filter(|&i| config.tokens[i].role == Role::Municipality);
     let Some(index) = index else {
         return login_page(
             StatusCode::UNAUTHORIZED,

@@ -291,7 +291,8 @@ pub async fn upload(
     headers: HeaderMap,
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let token = caller.require(Role::Municipality)?.clone();
+    caller.require(Role::Municipality)?;
+    let token = caller.token(&st).clone();
     token.municipality.ok_or_else(|| ApiError::new(Code::Forbidden, "token has no municipality"))?;
     // Uploads are exempt from the whole-request timeout (a refusal must not race a
     // commit); the body alone must arrive within it.
@@ -551,7 +552,7 @@ pub async fn get_upload(
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::new(Code::NotFound, "no such upload");
     let (m, _) = parse_upload_id(&id).ok_or_else(not_found)?;
-    let token = caller.token();
+    let token = caller.token(&st);
     match token.role {
         Role::Admin => {}
         Role::Municipality if token.municipality.map(|c| c.get()) == Some(m) => {}
@@ -612,7 +613,7 @@ pub async fn list_uploads(
                 ApiError::invalid("limit", "range", format!("limit is a number from 1 to {MAX_LIST}"))
             })?,
         };
-    let token = caller.token();
+    let token = caller.token(&st);
     let municipality = match token.role {
         Role::Municipality => {
             Some(token.municipality.ok_or_else(|| ApiError::new(Code::Forbidden, "token has no municipality"))?.get())
