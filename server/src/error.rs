@@ -202,14 +202,19 @@ pub const CONSENT_REQUIRED_BODY: &str = r#"{"error":{"code":"consent_required","
 
 /// The 403 `consent_required` response.
 pub fn consent_required() -> Response {
-    json_bytes(StatusCode::FORBIDDEN, CONSENT_REQUIRED_BODY.as_bytes().to_vec())
+    json_bytes(StatusCode::FORBIDDEN, CONSENT_REQUIRED_BODY.as_bytes())
 }
 
-/// A JSON response from already rendered bytes.
-pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut r = (status, body).into_response();
+/// A JSON response from already rendered bytes (a `&'static` body is sent without a copy).
+pub fn json_bytes(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    let mut r = (status, body.into()).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+/// A JSON response of `value`; 500 if it cannot be serialised.
+pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Result<Response, ApiError> {
+    serde_json::to_vec(value).map(|b| json_bytes(status, b)).map_err(ApiError::internal)
 }
 
 impl IntoResponse for ApiError {

@@ -113,11 +113,6 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The OpenAPI document of [`app`], as JSON.
-pub fn openapi_json() -> String {
-    routes().1.to_pretty_json().unwrap_or_else(|_| "{}".into())
-}
-
 /// The application: every route of design §6 over `state`.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes();

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorBody, json_bytes};
+use crate::error::{ApiError, ErrorBody, json_response};
 use crate::extract::{self, Body, PathPmhId};
 use crate::state::AppState;
 use crate::time::rfc3339_tokyo_micros;
@@ -101,8 +101,7 @@ pub async fn access_log(
                 .collect(),
         })
         .collect();
-    let body = serde_json::to_vec(&AccessHistory { pmh_id: id.to_string(), entries }).map_err(ApiError::internal)?;
-    Ok(json_bytes(StatusCode::OK, body))
+    json_response(StatusCode::OK, &AccessHistory { pmh_id: id.to_string(), entries })
 }
 
 /// `POST /v1/admin/snapshots` body.
@@ -140,8 +139,7 @@ pub async fn install_snapshot(State(st): State<AppState>, caller: Caller, body: 
             LoadError::Store(e) => ApiError::internal(e),
         })?;
     tracing::info!(generation, "full snapshot installed");
-    let body = serde_json::to_vec(&InstallResponse { generation }).map_err(ApiError::internal)?;
-    Ok(json_bytes(StatusCode::OK, body))
+    json_response(StatusCode::OK, &InstallResponse { generation })
 }
 
 /// `GET /v1/admin/stats` answer.
@@ -178,21 +176,22 @@ pub struct CfItem {
 pub async fn stats(State(st): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
     let s = st.store().stats()?;
-    let body = serde_json::to_vec(&StatsResponse {
-        generation: s.generation,
-        live_consents: s.live_consents,
-        corrupt_reads: st.store().corrupt_reads(),
-        column_families: s
-            .column_families
-            .iter()
-            .map(|c| CfItem {
-                name: c.name.to_owned(),
-                estimated_keys: c.estimated_keys,
-                sst_bytes: c.sst_bytes,
-                memtable_bytes: c.memtable_bytes,
-            })
-            .collect(),
-    })
-    .map_err(ApiError::internal)?;
-    Ok(json_bytes(StatusCode::OK, body))
+    json_response(
+        StatusCode::OK,
+        &StatsResponse {
+            generation: s.generation,
+            live_consents: s.live_consents,
+            corrupt_reads: st.store().corrupt_reads(),
+            column_families: s
+                .column_families
+                .iter()
+                .map(|c| CfItem {
+                    name: c.name.to_owned(),
+                    estimated_keys: c.estimated_keys,
+                    sst_bytes: c.sst_bytes,
+                    memtable_bytes: c.memtable_bytes,
+                })
+                .collect(),
+        },
+    )
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, Code, ErrorBody, consent_required, json_bytes};
+use crate::error::{ApiError, Code, ErrorBody, consent_required, json_bytes, json_response};
 use crate::extract::{self, Body, LookupQuery, PathPmhId};
 use crate::metrics::LookupOutcome;
 use crate::render;
@@ -53,8 +53,7 @@ pub async fn resolve_pmh_id(State(st): State<AppState>, caller: Caller, body: Bo
         ApiError::invalid("myNumber", e.rule, format!("not a valid My Number (12 digits with check digit): {}", e.rule))
     })?;
     let id = st.deriver().derive(&number);
-    let body = serde_json::to_vec(&PmhIdResponse { pmh_id: id.to_string() }).map_err(ApiError::internal)?;
-    Ok(json_bytes(StatusCode::OK, body))
+    json_response(StatusCode::OK, &PmhIdResponse { pmh_id: id.to_string() })
 }
 
 /// `POST /v1/consents` body.
@@ -91,13 +90,14 @@ pub async fn grant_consent(State(st): State<AppState>, caller: Caller, body: Bod
     let id = extract::pmh_id(&req.pmh_id, "pmhId")?;
     let inst = extract::institution(&req.institution_code, "institutionCode")?;
     let until = st.store().grant_consent(&id, inst, unix_now())?;
-    let body = serde_json::to_vec(&ConsentResponse {
-        pmh_id: id.to_string(),
-        institution_code: inst.to_string(),
-        valid_until: rfc3339_tokyo(until),
-    })
-    .map_err(ApiError::internal)?;
-    Ok(json_bytes(StatusCode::CREATED, body))
+    json_response(
+        StatusCode::CREATED,
+        &ConsentResponse {
+            pmh_id: id.to_string(),
+            institution_code: inst.to_string(),
+            valid_until: rfc3339_tokyo(until),
+        },
+    )
 }
 
 /// Revokes a consent. 204 when one was live, 404 `not_found` when none was.
@@ -205,5 +205,5 @@ pub const PING_BODY: &str = r#"{"status":"ok"}"#;
 #[utoipa::path(get, path = "/v1/ping", tag = "operations",
     responses((status = 200, description = "`{\"status\":\"ok\"}`")), security(("bearer" = [])))]
 pub async fn ping(_caller: Caller) -> Response {
-    json_bytes(StatusCode::OK, PING_BODY.as_bytes().to_vec())
+    json_bytes(StatusCode::OK, PING_BODY.as_bytes())
 }

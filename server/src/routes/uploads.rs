@@ -26,7 +26,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pmh_engine::store::JournalRecord;
-use pmh_engine::{ApplyMode, ApplySummary, Change, Error as EngineError, InsurerNumber, MunicipalityCode};
+use pmh_engine::{ApplyMode, Change, Error as EngineError, InsurerNumber, MunicipalityCode};
 use pmh_loader::config::{Role, Token};
 use pmh_loader::{Encoding, Format, ParseError, ParseOptions, ParsedRow, RowError};
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, Code, Detail, ErrorBody, ErrorObject, json_bytes};
+use crate::error::{ApiError, Code, Detail, ErrorBody, ErrorObject, json_bytes, json_response};
 use crate::extract::{Body, query_pair};
 use crate::metrics::UploadOutcome;
 use crate::state::AppState;
@@ -143,10 +143,7 @@ impl UploadRecord {
     /// The response this outcome was (and is, when replayed) answered with.
     fn response(&self) -> Response {
         match &self.error {
-            None => match serde_json::to_vec(&self.summary()) {
-                Ok(b) => json_bytes(StatusCode::OK, b),
-                Err(e) => ApiError::internal(e).into_response(),
-            },
+            None => json_response(StatusCode::OK, &self.summary()).unwrap_or_else(IntoResponse::into_response),
             Some(e) => {
                 let code = match e.code.as_str() {
                     "forbidden" => Code::Forbidden,
@@ -433,7 +430,8 @@ pub async fn submit(st: &AppState, token: &Token, sub: Submission) -> Result<Sub
 
     let st2 = st.clone();
     let token2 = token.clone();
-    let outcome = tokio::task::spawn_blocking(move || -> Result<Result<ApplySummary, ApiError>, ApiError> {
+    // Returns the outcome as stored: the answer is built from it, not read back.
+    let record = tokio::task::spawn_blocking(move || -> Result<UploadRecord, ApiError> {
         let checked = check_body(&body, format, encoding, &token2)?;
         record.rows = checked.total_rows;
         record.encoding = checked.encoding.as_str().into();
@@ -471,9 +469,9 @@ pub async fn submit(st: &AppState, token: &Token, sub: Submission) -> Result<Sub
                 };
                 let mut journal_err = None;
                 let applied = st2.store().apply_journaled(changes, apply_mode, |sum| {
-                    let mut r = record.clone();
+                    let r = &mut record;
                     (r.inserted, r.updated, r.deleted, r.unchanged) = (sum.inserted, sum.updated, sum.deleted, sum.unchanged);
-                    journal_records(&r).unwrap_or_else(|e| {
+                    journal_records(r).unwrap_or_else(|e| {
                         journal_err = Some(e);
                         Vec::new()
                     })
@@ -482,7 +480,7 @@ pub async fn submit(st: &AppState, token: &Token, sub: Submission) -> Result<Sub
                     return Err(e);
                 }
                 match applied {
-                    Ok(sum) => Ok(sum),
+                    Ok(_) => Ok(()),
                     Err(EngineError::Rejected(ce)) => {
                         let details: Vec<Detail> = ce
                             .problems
@@ -505,37 +503,34 @@ pub async fn submit(st: &AppState, token: &Token, sub: Submission) -> Result<Sub
                 }
             }
         };
-        if let Err(e) = &result {
+        if let Err(e) = result {
             // Store the refusal too, so the upload's id answers and a retry replays it.
-            let mut r = record.clone();
-            r.status = if e.code == Code::Forbidden { "forbidden".into() } else { "rejected".into() };
-            r.error_count = e.details.len() as u64;
-            r.error = Some(e.body().error);
-            let recs = journal_records(&r)?;
+            record.status = if e.code == Code::Forbidden { "forbidden".into() } else { "rejected".into() };
+            (record.inserted, record.updated, record.deleted, record.unchanged) = (0, 0, 0, 0);
+            record.error_count = e.details.len() as u64;
+            record.error = Some(e.body().error);
+            let recs = journal_records(&record)?;
             let refs: Vec<(&[u8], &[u8])> = recs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
             st2.store().journal_put(&refs)?;
         }
-        Ok(result)
+        Ok(record)
     })
     .await
     .map_err(ApiError::internal)??;
 
-    match &outcome {
-        Ok(sum) => {
+    let r = &record;
+    match r.status.as_str() {
+        "accepted" => {
             st.metrics().record_upload(UploadOutcome::Accepted);
-            tracing::info!(upload = %id, municipality = %municipality, mode = mode.as_str(), inserted = sum.inserted,
-                updated = sum.updated, deleted = sum.deleted, unchanged = sum.unchanged, "upload accepted");
+            tracing::info!(upload = %id, municipality = %municipality, mode = mode.as_str(), inserted = r.inserted,
+                updated = r.updated, deleted = r.deleted, unchanged = r.unchanged, "upload accepted");
         }
-        Err(e) => {
-            let outcome = if e.code == Code::Forbidden { UploadOutcome::Forbidden } else { UploadOutcome::Rejected };
+        status => {
+            let outcome = if status == "forbidden" { UploadOutcome::Forbidden } else { UploadOutcome::Rejected };
             st.metrics().record_upload(outcome);
-            tracing::info!(upload = %id, municipality = %municipality, errors = e.details.len(), code = e.code.as_str(), "upload refused");
+            tracing::info!(upload = %id, municipality = %municipality, errors = r.error_count, status, "upload refused");
         }
     }
-    let stored = store
-        .journal_get(&upload_key(municipality.get(), micros))?
-        .ok_or_else(|| ApiError::internal("upload record missing"))?;
-    let record: UploadRecord = serde_json::from_slice(&stored).map_err(ApiError::internal)?;
     Ok(Submitted { record, replayed: false })
 }
 
@@ -561,15 +556,19 @@ pub async fn get_upload(
             return Err(ApiError::new(Code::Forbidden, "uploads are read by municipality or admin tokens"));
         }
     }
-    let record = stored(&st, &id)?.ok_or_else(not_found)?;
-    let body = serde_json::to_vec(&record).map_err(ApiError::internal)?;
-    Ok(json_bytes(StatusCode::OK, body))
+    // The record is stored as the JSON it is answered with.
+    Ok(json_bytes(StatusCode::OK, stored_json(&st, &id)?.ok_or_else(not_found)?))
+}
+
+/// The stored outcome of upload `id` as stored (JSON), if there is one.
+fn stored_json(st: &AppState, id: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some((m, t)) = parse_upload_id(id) else { return Ok(None) };
+    Ok(st.store().journal_get(&upload_key(m, t))?)
 }
 
 /// The stored outcome of upload `id`, if there is one.
 pub fn stored(st: &AppState, id: &str) -> Result<Option<UploadRecord>, ApiError> {
-    let Some((m, t)) = parse_upload_id(id) else { return Ok(None) };
-    match st.store().journal_get(&upload_key(m, t))? {
+    match stored_json(st, id)? {
         None => Ok(None),
         Some(v) => serde_json::from_slice(&v).map(Some).map_err(ApiError::internal),
     }
@@ -631,8 +630,7 @@ pub async fn list_uploads(
         }
     };
     let uploads = list(&st, municipality, limit)?;
-    let body = serde_json::to_vec(&UploadList { uploads }).map_err(ApiError::internal)?;
-    Ok(json_bytes(StatusCode::OK, body))
+    json_response(StatusCode::OK, &UploadList { uploads })
 }
 
 #[cfg(test)]
