@@ -383,9 +383,7 @@ pub async fn upload(State(st): State<AppState>, headers: HeaderMap, mut form: Mu
     let Some((name, body)) = file.filter(|(_, b)| !b.is_empty()) else {
         return upload_form(&st, &u, StatusCode::UNPROCESSABLE_ENTITY, Some("ファイルを選んでください。"));
     };
-    let start = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
-    let json =
-        name.to_ascii_lowercase().ends_with(".json") || start.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let json = name.to_ascii_lowercase().ends_with(".json") || uploads::looks_like_json(&body);
     let format = if json { Format::Json } else { Format::Csv };
     let token = st.config().tokens[u.token_index].clone();
     let sub = Submission { mode, allow_empty: false, idempotency_key: None, format, encoding: Encoding::Auto, body };

@@ -208,8 +208,11 @@ fn format_of(headers: &HeaderMap, body: &[u8]) -> Result<(Format, Encoding), Api
         "application/json" => Format::Json,
         "text/csv" | "application/csv" | "text/plain" => Format::Csv,
         "" | "application/octet-stream" => {
-            let start = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-            if start.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') { Format::Json } else { Format::Csv }
+            if looks_like_json(body) {
+                Format::Json
+            } else {
+                Format::Csv
+            }
         }
         other => {
             return Err(ApiError::new(
@@ -219,6 +222,13 @@ fn format_of(headers: &HeaderMap, body: &[u8]) -> Result<(Format, Encoding), Api
         }
     };
     Ok((format, encoding))
+}
+
+/// Whether a body of unknown type is a JSON upload: its first non-blank byte (after any
+/// UTF-8 BOM) opens an array. A CSV cannot start so: its first line is a header.
+pub fn looks_like_json(body: &[u8]) -> bool {
+    let start = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    start.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
 /// What parsing and checking a body found.
