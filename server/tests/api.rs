@@ -42,6 +42,19 @@ async fn tokens_and_roles() {
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
     let r = t.upload("diff", GATEWAY, "text/csv", b"x").await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    // Gateways read no upload outcomes; municipalities and admins no eligibility.
+    for path in ["/v1/subsidy/uploads", "/v1/subsidy/uploads/131016-1"] {
+        assert_error(&t.get(path, Some(GATEWAY)).await, StatusCode::FORBIDDEN, "forbidden");
+    }
+    for token in [CHIYODA, ADMIN] {
+        let r = t.get(&lookup_path(&"0".repeat(32)), Some(token)).await;
+        assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    }
+    // An admin listing one municipality's uploads must name a valid one.
+    let r = t.get("/v1/subsidy/uploads?municipality=131010", Some(ADMIN)).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    let r = t.get("/v1/subsidy/uploads?limit=0", Some(CHIYODA)).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
 }
 
 #[tokio::test]
@@ -106,6 +119,9 @@ async fn consents_grant_and_revoke() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = t.call("DELETE", &format!("/v1/consents/{id}?institution={CLINIC}"), Some(GATEWAY), None, b"").await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = t.call("DELETE", &format!("/v1/consents/{id}"), Some(GATEWAY), None, b"").await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    assert_eq!(r.json()["error"]["details"][0]["field"], "institution");
     assert_error(&t.get(&lookup_path(&id), Some(GATEWAY)).await, StatusCode::FORBIDDEN, "consent_required");
     // Bad inputs.
     let r =
@@ -323,6 +339,10 @@ async fn idempotency_keys_replay_and_refuse_another_body() {
     assert_eq!((c.json()["inserted"].as_u64(), c.json()["unchanged"].as_u64()), (Some(0), Some(5)));
     let d = send("k-1", own_rows_csv("sample-diff.csv", 131016)).await;
     assert_error(&d, StatusCode::CONFLICT, "idempotency_conflict");
+    // A key that is not 1-200 printable ASCII characters is refused before anything is read.
+    let e = send("has space", body.clone()).await;
+    assert_error(&e, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    assert_eq!(e.json()["error"]["details"][0]["field"], "Idempotency-Key");
     // The list shows the two applied uploads, newest first; another municipality sees none.
     let list = t.get("/v1/subsidy/uploads", Some(CHIYODA)).await.json();
     let ids: Vec<&str> = list["uploads"].as_array().unwrap().iter().map(|u| u["uploadId"].as_str().unwrap()).collect();

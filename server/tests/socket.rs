@@ -98,6 +98,39 @@ fn serve_answers_on_a_socket_with_keep_alive_and_shuts_down_gracefully() {
 }
 
 #[test]
+fn a_body_that_stops_arriving_gets_408_and_changes_nothing() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let t = TestApp::from_config_text(
+        &config_text(8 << 20).replace("request_timeout = \"10s\"", "request_timeout = \"1s\""),
+    );
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve(listener, t.router.clone(), ServeOptions::default(), async {
+        let _ = stop_rx.await;
+    }));
+    // An upload (timed on its body alone) and an ordinary request (timed as a whole), each
+    // announcing more body than it sends.
+    for (path, token) in [("/v1/subsidy/uploads?mode=diff", CHIYODA), ("/v1/pmh-ids", GATEWAY)] {
+        let mut s = connect(addr);
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: text/csv\r\nContent-Length: 1000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(b"municipalityCode,").unwrap(); // and then nothing
+        let started = Instant::now();
+        let (status, body) = read_response(&mut s);
+        assert_eq!(status, 408, "{path}: {body}");
+        assert!(body.contains("\"code\":\"timeout\""), "{body}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}");
+    }
+    let r = rt.block_on(t.get("/v1/subsidy/uploads", Some(CHIYODA)));
+    assert_eq!(r.json()["uploads"], serde_json::json!([]), "a timed-out upload leaves no trace");
+    stop_tx.send(()).unwrap();
+    rt.block_on(server).unwrap().unwrap();
+}
+
+#[test]
 fn a_slow_request_head_is_cut_off() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let t = TestApp::new();

@@ -153,7 +153,12 @@ impl TestApp {
     }
 
     pub fn with_limit(max_body: usize) -> TestApp {
-        let config = Config::from_toml_str(&config_text(max_body), "test config").unwrap();
+        TestApp::from_config_text(&config_text(max_body))
+    }
+
+    /// An app over a configuration written out (a variation of [`config_text`]).
+    pub fn from_config_text(text: &str) -> TestApp {
+        let config = Config::from_toml_str(text, "test config").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut sc = config.store_config();
         sc.rocks.block_cache_bytes = 8 << 20;
