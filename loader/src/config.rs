@@ -836,18 +836,23 @@ fn parse_sha256(s: &str) -> Option<[u8; 32]> {
 }
 
 /// Equality whose time does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+/// Whether two secrets' bytes are equal, in a time that depends only on their lengths
+/// (tokens, their digests, CSRF tokens).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    a.len() == b.len() && std::hint::black_box(diff) == 0
 }
 
-/// 32 bytes of /dev/urandom as 64 lowercase hex characters.
-fn random_hex() -> Result<String, ConfigError> {
+/// 32 bytes of /dev/urandom as 64 lowercase hex characters: a fresh secret, token or
+/// session id.
+pub fn random_secret() -> std::io::Result<String> {
     let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| ConfigError::Random(e.to_string()))?;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn random_hex() -> Result<String, ConfigError> {
+    random_secret().map_err(|e| ConfigError::Random(e.to_string()))
 }
 
 /// A TOML basic string holding `s`.

@@ -19,7 +19,6 @@
 //!   no framing).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Form, Multipart, Path, State};
@@ -30,7 +29,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
 use parking_lot::Mutex;
-use pmh_loader::config::Role;
+use pmh_loader::config::{Role, constant_time_eq, random_secret};
 use pmh_loader::{Encoding, Format, japanese_header};
 use serde::Deserialize;
 
@@ -59,7 +58,7 @@ pub struct Sessions {
 
 impl Sessions {
     fn create(&self, token_index: usize) -> std::io::Result<(String, String)> {
-        let (id, csrf) = (random_hex()?, random_hex()?);
+        let (id, csrf) = (random_secret()?, random_secret()?);
         let mut m = self.map.lock();
         let now = Instant::now();
         m.retain(|_, s| s.expires > now);
@@ -81,16 +80,6 @@ impl Sessions {
     fn remove(&self, id: &str) {
         self.map.lock().remove(id);
     }
-}
-
-fn random_hex() -> std::io::Result<String> {
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The signed-in municipality user of a request.
