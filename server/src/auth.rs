@@ -31,11 +31,6 @@ impl Caller {
         &st.config().tokens[self.index]
     }
 
-    /// The caller's role.
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
     /// The caller's access-log client id.
     pub fn client(&self) -> ClientId {
         self.client
