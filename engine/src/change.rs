@@ -81,10 +81,20 @@ pub fn certificate_digest(c: &Certificate) -> Result<u64, Error> {
 /// A certificate's archive and its digest (xxh3-64 of the archive, as kept in the source
 /// index), for bulk loaders that need both without serializing twice.
 pub fn encode_certificate(c: &Certificate) -> Result<(Vec<u8>, u64), Error> {
-    let bytes =
-        rkyv::to_bytes::<rkyv::rancor::Error>(c).map_err(|e| Error::Corrupt(format!("serialize certificate: {e}")))?;
-    let digest = xxhash_rust::xxh3::xxh3_64(&bytes);
-    Ok((bytes.to_vec(), digest))
+    let mut bytes = Vec::new();
+    let digest = encode_certificate_into(c, &mut bytes)?;
+    Ok((bytes, digest))
+}
+
+/// [`encode_certificate`] appending to `out` (a loader's arena): the appended bytes are
+/// exactly the archive `encode_certificate` makes — the workspace's rkyv format is
+/// unaligned, so nothing depends on where in `out` the archive starts — and the digest
+/// returned is theirs.
+pub fn encode_certificate_into(c: &Certificate, out: &mut Vec<u8>) -> Result<u64, Error> {
+    let start = out.len();
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(c, &mut *out)
+        .map_err(|e| Error::Corrupt(format!("serialize certificate: {e}")))?;
+    Ok(xxhash_rust::xxh3::xxh3_64(&out[start..]))
 }
 
 /// Decodes an archive made by [`encode_certificate`], given its digest: the digest is

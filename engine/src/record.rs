@@ -168,17 +168,34 @@ pub struct CertificateId {
     pub history_key: String,
 }
 
+/// Appends the source-index key of a certificate identity to `out` (see
+/// [`CertificateId::index_key`]), for bulk loaders that build keys without allocating.
+pub fn write_index_key(municipality_code: u32, type_id: &str, history_key: &str, out: &mut Vec<u8>) {
+    // Six zero-padded digits: municipality codes are below 10^6 (validated at parse).
+    let mut digits = [b'0'; 6];
+    let mut n = municipality_code;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    if n == 0 {
+        out.extend_from_slice(&digits);
+    } else {
+        out.extend_from_slice(format!("{municipality_code:06}").as_bytes());
+    }
+    out.push(0);
+    out.extend_from_slice(type_id.as_bytes());
+    out.push(0);
+    out.extend_from_slice(history_key.as_bytes());
+}
+
 impl CertificateId {
     /// The source-index key: `municipality (6 ASCII digits) 0x00 typeId 0x00 historyKey`.
     /// Prefixing the municipality lets a full municipal upload find exactly its own
     /// certificates with one prefix scan.
     pub fn index_key(&self) -> Vec<u8> {
         let mut k = Vec::with_capacity(8 + self.org_specific_certificate_type_id.len() + self.history_key.len());
-        k.extend_from_slice(format!("{:06}", self.municipality_code).as_bytes());
-        k.push(0);
-        k.extend_from_slice(self.org_specific_certificate_type_id.as_bytes());
-        k.push(0);
-        k.extend_from_slice(self.history_key.as_bytes());
+        write_index_key(self.municipality_code, &self.org_specific_certificate_type_id, &self.history_key, &mut k);
         k
     }
 
@@ -342,11 +359,20 @@ pub enum ValueError {
 /// Serializes a bucket to its stored bytes: the rkyv archive followed by the xxh3-64 of
 /// the archive (little-endian).
 pub fn encode_bucket(b: &Bucket) -> Result<Vec<u8>, rkyv::rancor::Error> {
-    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(b)?;
-    let mut v = Vec::with_capacity(archive.len() + VALUE_TRAILER);
-    v.extend_from_slice(&archive);
-    v.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&archive).to_le_bytes());
+    let mut v = Vec::new();
+    encode_bucket_into(b, &mut v)?;
     Ok(v)
+}
+
+/// [`encode_bucket`] into a reused buffer: `out` is cleared and then holds the stored bytes.
+pub fn encode_bucket_into(b: &Bucket, out: &mut Vec<u8>) -> Result<(), rkyv::rancor::Error> {
+    out.clear();
+    // The workspace's rkyv format is unaligned, so a plain `Vec` is a valid writer: no
+    // padding depends on where the buffer starts.
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(b, &mut *out)?;
+    let digest = xxhash_rust::xxh3::xxh3_64(out);
+    out.extend_from_slice(&digest.to_le_bytes());
+    Ok(())
 }
 
 /// The archive part of stored bytes, after checking the checksum trailer.
@@ -446,6 +472,39 @@ mod tests {
         let id = cert().id();
         assert_eq!(CertificateId::from_index_key(&id.index_key()), Some(id.clone()));
         assert!(id.index_key().starts_with(&CertificateId::municipality_prefix(131016)));
+    }
+
+    #[test]
+    fn index_key_pads_the_municipality_code() {
+        let mut out = b"x".to_vec();
+        write_index_key(1016, "t", "h", &mut out);
+        assert_eq!(out, b"x001016\0t\0h");
+        let id = CertificateId {
+            municipality_code: 1016,
+            org_specific_certificate_type_id: "t".into(),
+            history_key: "h".into(),
+        };
+        assert_eq!(id.index_key(), &out[1..]);
+    }
+
+    #[test]
+    fn encoding_into_a_used_buffer_gives_the_same_bytes() {
+        let b = Bucket {
+            holders: vec![Holder { pmh_id: [7; 16], certificates: vec![cert(), Certificate::example("H2")] }],
+        };
+        let fresh = encode_bucket(&b).unwrap();
+        // A reused buffer is cleared first; its old contents and capacity change nothing.
+        let mut reused = vec![0xAB; 1001];
+        encode_bucket_into(&b, &mut reused).unwrap();
+        assert_eq!(reused, fresh);
+        // A certificate appended after other bytes is the standalone archive, at any offset.
+        let (alone, digest) = crate::change::encode_certificate(&cert()).unwrap();
+        for prefix in 0..9 {
+            let mut arena = vec![1u8; prefix];
+            assert_eq!(crate::change::encode_certificate_into(&cert(), &mut arena).unwrap(), digest);
+            assert_eq!(&arena[prefix..], &alone[..]);
+            assert_eq!(crate::change::decode_certificate(&arena[prefix..], digest).unwrap(), cert());
+        }
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub mod load;
 pub mod options;
 mod raw;
 pub mod row;
+mod sort;
 pub mod validate;
 pub mod watch;
 

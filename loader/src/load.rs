@@ -19,20 +19,19 @@
 //! one atomic change set; files are applied in order and the first rejected file stops
 //! the run (later files may depend on it). Re-applying a file changes nothing.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pmh_engine::change::{ApplyMode, ApplySummary, decode_certificate, encode_certificate, source_index_value};
+use pmh_engine::change::{ApplyMode, ApplySummary};
 use pmh_engine::options::RocksTuning;
-use pmh_engine::record::{Bucket, Certificate, Holder, encode_bucket};
+use pmh_engine::record::Certificate;
 use pmh_engine::snapshot::SstOptions;
 use pmh_engine::{MyNumber, PmhId, PmhIdDeriver, Store, StoreKey};
 
+use crate::sort::{Runs, Sorter};
 use crate::{Encoding, Format, ParseOptions, RowError, parse, parse_all};
 
 /// How a load reads its files.
@@ -103,7 +102,7 @@ pub enum LoadError {
     Usage(String),
 }
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> LoadError {
+pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> LoadError {
     LoadError::Io { path: path.to_path_buf(), message: e.to_string() }
 }
 
@@ -258,81 +257,6 @@ pub fn diff(
 
 // ---- full load ------------------------------------------------------------------------
 
-/// One certificate on its way to the holders SST: sorted by (store key, PMH-ID).
-struct HolderRec {
-    key: [u8; 16],
-    pmh: [u8; 16],
-    /// xxh3-64 of `cert`, checked when the run is read back.
-    digest: u64,
-    cert: Vec<u8>,
-}
-
-/// One source-index entry: sorted by index key; file and row name duplicates.
-struct SourceRec {
-    key: Vec<u8>,
-    value: [u8; 40],
-    file: u16,
-    row: u64,
-}
-
-/// A worker's sorted runs on disk.
-struct Runs {
-    holders: Vec<PathBuf>,
-    source: Vec<PathBuf>,
-}
-
-struct Worker<'a> {
-    id: usize,
-    dir: &'a Path,
-    budget: usize,
-    used: usize,
-    holders: Vec<HolderRec>,
-    source: Vec<SourceRec>,
-    runs: Runs,
-}
-
-impl Worker<'_> {
-    fn push(&mut self, h: HolderRec, s: SourceRec) -> Result<(), LoadError> {
-        self.used += h.cert.len() + s.key.len() + 120;
-        self.holders.push(h);
-        self.source.push(s);
-        if self.used >= self.budget { self.spill() } else { Ok(()) }
-    }
-
-    fn spill(&mut self) -> Result<(), LoadError> {
-        if self.holders.is_empty() {
-            return Ok(());
-        }
-        let n = self.runs.holders.len();
-        self.holders.sort_unstable_by_key(|a| (a.key, a.pmh));
-        let hp = self.dir.join(format!("w{}-h{n}.run", self.id));
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(&hp).map_err(|e| io_err(&hp, e))?);
-        for r in self.holders.drain(..) {
-            w.write_all(&r.key).map_err(|e| io_err(&hp, e))?;
-            w.write_all(&r.pmh).map_err(|e| io_err(&hp, e))?;
-            w.write_all(&r.digest.to_le_bytes()).map_err(|e| io_err(&hp, e))?;
-            w.write_all(&(r.cert.len() as u32).to_le_bytes()).map_err(|e| io_err(&hp, e))?;
-            w.write_all(&r.cert).map_err(|e| io_err(&hp, e))?;
-        }
-        w.flush().map_err(|e| io_err(&hp, e))?;
-        self.source.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        let sp = self.dir.join(format!("w{}-s{n}.run", self.id));
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(&sp).map_err(|e| io_err(&sp, e))?);
-        for r in self.source.drain(..) {
-            w.write_all(&(r.key.len() as u32).to_le_bytes()).map_err(|e| io_err(&sp, e))?;
-            w.write_all(&r.key).map_err(|e| io_err(&sp, e))?;
-            w.write_all(&r.value).map_err(|e| io_err(&sp, e))?;
-            w.write_all(&r.file.to_le_bytes()).map_err(|e| io_err(&sp, e))?;
-            w.write_all(&r.row.to_le_bytes()).map_err(|e| io_err(&sp, e))?;
-        }
-        w.flush().map_err(|e| io_err(&sp, e))?;
-        self.runs.holders.push(hp);
-        self.runs.source.push(sp);
-        self.used = 0;
-        Ok(())
-    }
-}
-
 /// Rows handed from the parser to the workers: (file index, row number, My Number,
 /// certificate).
 type Batch = Vec<(u16, u64, MyNumber, Certificate)>;
@@ -373,9 +297,9 @@ pub fn full(
     let dir = staging.join(format!("snapshot-{}-{}", std::process::id(), unique()));
     let _guard = StagingGuard(dir.clone());
     let target = Target { key_of: &|id| store.key_of(id), sst: store.holders_sst_writer() };
-    let mut summary = prepare_with(&target, deriver, files, opts, &dir, progress)?;
+    let (mut summary, merged) = prepare_with(&target, deriver, files, opts, &dir, progress)?;
     progress.stage("install");
-    summary.generation = install_files(store, &dir, summary.certificates)?;
+    summary.generation = install_files(store, &merged.holder_files, &merged.source_files)?;
     summary.elapsed = start.elapsed();
     Ok(summary)
 }
@@ -411,7 +335,7 @@ pub fn prepare(
         return Err(LoadError::Usage(format!("{}: already exists; prepare into a new directory", out.display())));
     }
     let target = Target { key_of: &|id: &PmhId| id.store_key(), sst: SstOptions::new(tuning) };
-    prepare_with(&target, deriver, files, opts, out, progress).inspect_err(|_| {
+    prepare_with(&target, deriver, files, opts, out, progress).map(|(summary, _)| summary).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(out);
     })
 }
@@ -430,38 +354,32 @@ pub fn install(store: &Store, dir: &Path) -> Result<u64, LoadError> {
             dir.display()
         )));
     }
-    let certificates = m.get("certificates").and_then(|v| v.as_u64()).unwrap_or(0);
-    install_files(store, dir, certificates)
-}
-
-fn install_files(store: &Store, dir: &Path, certificates: u64) -> Result<u64, LoadError> {
-    let (h, s) = (dir.join("holders.sst"), dir.join("source.sst"));
-    let (hs, ss) = if certificates == 0 { (vec![], vec![]) } else { (vec![h], vec![s]) };
-    for f in hs.iter().chain(&ss) {
-        warm(f)?;
-    }
-    Ok(store.install_snapshot(&hs, &ss)?)
-}
-
-/// Reads a file once, sequentially, so that its pages are in the OS page cache.
-///
-/// RocksDB's `SstFileWriter` drops the pages it writes from the page cache (its
-/// `invalidate_page_cache`, which the C API does not expose), so without this the first
-/// lookups and diffs after a switch read every block from the disk at random: a 100 k-row
-/// diff right after a 1 M-person load took 10.5 s instead of 2.7 s. One sequential pass
-/// costs about what the disk reads per second; ingestion hard-links the file, so the
-/// cached pages stay with it.
-fn warm(path: &Path) -> Result<(), LoadError> {
-    let mut f = File::open(path).map_err(|e| io_err(path, e))?;
-    let mut buf = vec![0u8; 8 << 20];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err(path, e)),
+    // Format 1 (one holders.sst and one source.sst) is still installable.
+    let listed = |field: &str, old: &str| -> Vec<PathBuf> {
+        match m.get(field).and_then(|v| v.as_array()) {
+            Some(names) => names.iter().filter_map(|n| n.as_str()).map(|n| dir.join(n)).collect(),
+            None if m.get("certificates").and_then(|v| v.as_u64()).unwrap_or(0) > 0 => vec![dir.join(old)],
+            None => Vec::new(),
+        }
+    };
+    let (holders, source) = (listed("holderFiles", "holders.sst"), listed("sourceFiles", "source.sst"));
+    for f in holders.iter().chain(&source) {
+        if f.parent() != Some(dir) {
+            return Err(LoadError::Usage(format!("{}: lists a file outside its directory", path.display())));
         }
     }
+    install_files(store, &holders, &source)
+}
+
+fn install_files(store: &Store, holders: &[PathBuf], source: &[PathBuf]) -> Result<u64, LoadError> {
+    for f in holders.iter().chain(source) {
+        if !f.is_file() {
+            return Err(io_err(f, "prepared SST file is missing"));
+        }
+        // Prepared long ago, its pages may have left the cache since.
+        crate::sort::prefetch(f);
+    }
+    Ok(store.install_snapshot(holders, source)?)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -475,7 +393,7 @@ fn prepare_with(
     opts: &LoadOptions,
     dir: &Path,
     progress: &dyn Progress,
-) -> Result<FullSummary, LoadError> {
+) -> Result<(FullSummary, Merged), LoadError> {
     let start = Instant::now();
     if files.len() > usize::from(u16::MAX) {
         return Err(LoadError::Usage(format!("at most {} files per load", u16::MAX)));
@@ -501,18 +419,10 @@ fn prepare_with(
                 let rx = rx.clone();
                 let (worker_errors, failed, deleted) = (&worker_errors, &failed, &deleted);
                 scope.spawn(move || -> Result<Runs, LoadError> {
-                    let mut w = Worker {
-                        id,
-                        dir: dir_for_runs,
-                        budget: (opts.sort_budget_bytes / threads).max(1),
-                        used: 0,
-                        holders: Vec::new(),
-                        source: Vec::new(),
-                        runs: Runs { holders: Vec::new(), source: Vec::new() },
-                    };
+                    let mut w = Sorter::new(id, dir_for_runs, opts.sort_budget_bytes / threads);
                     // People's rows are usually adjacent: derive each PMH-ID once.
                     let mut last: Option<(MyNumber, PmhId)> = None;
-                    let mut add = |w: &mut Worker<'_>, file: u16, row: u64, number: MyNumber, cert: Certificate| {
+                    let mut add = |w: &mut Sorter<'_>, file: u16, row: u64, number: MyNumber, cert: Certificate| {
                         let pmh = match &last {
                             Some((n, p)) if *n == number => *p,
                             _ => {
@@ -521,15 +431,7 @@ fn prepare_with(
                                 p
                             }
                         };
-                        let key = (target.key_of)(&pmh);
-                        let (bytes, digest) = encode_certificate(&cert)?;
-                        let s = SourceRec {
-                            key: cert.id().index_key(),
-                            value: source_index_value(key, pmh, digest),
-                            file,
-                            row,
-                        };
-                        w.push(HolderRec { key: key.0, pmh: *pmh.as_bytes(), digest, cert: bytes }, s)
+                        w.push((target.key_of)(&pmh), &pmh, &cert, file, row)
                     };
                     for work in rx {
                         match work {
@@ -561,8 +463,7 @@ fn prepare_with(
                             }
                         }
                     }
-                    w.spill()?;
-                    Ok(w.runs)
+                    w.finish()
                 })
             })
             .collect();
@@ -632,26 +533,14 @@ fn prepare_with(
     if !errors.is_empty() {
         return Err(LoadError::Rejected(errors));
     }
-    let mut runs = Runs { holders: Vec::new(), source: Vec::new() };
+    let mut runs = Runs::default();
     for r in results {
-        let r = r?;
-        runs.holders.extend(r.holders);
-        runs.source.extend(r.source);
+        runs.extend(r?);
     }
 
     progress.stage("merge");
-    let source_sst = dir.join("source.sst");
-    let holders_sst = dir.join("holders.sst");
-    // The two merges read disjoint runs and write different files: one thread each.
-    let (certificates, holders) = std::thread::scope(|scope| {
-        let source = scope.spawn(|| merge_source(&target.sst, &runs.source, &source_sst, files));
-        let holders = merge_holders(&target.sst, &runs.holders, &holders_sst);
-        let source = source.join().unwrap_or_else(|_| Err(LoadError::Usage("the index merge panicked".into())));
-        (source, holders)
-    });
-    // Duplicate identities (from the index merge) are the user's error: report them first.
-    let certificates = certificates?;
-    let holders = holders?;
+    let merged = merge(target, &runs, dir, files, threads)?;
+    let (certificates, holders) = (merged.certificates, merged.holders);
     if certificates == 0 && !opts.allow_empty {
         return Err(LoadError::Usage(
             "the files hold no certificate; a full load would empty the store (allow it explicitly)".into(),
@@ -665,8 +554,13 @@ fn prepare_with(
         generation: 0,
         elapsed: start.elapsed(),
     };
+    let names = |v: &[PathBuf]| {
+        v.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>()
+    };
     let manifest = serde_json::json!({
-        "format": "pmh-snapshot/1",
+        "format": "pmh-snapshot/2",
+        "holderFiles": names(&merged.holder_files),
+        "sourceFiles": names(&merged.source_files),
         "rows": summary.rows,
         "certificates": certificates,
         "holders": holders,
@@ -676,195 +570,96 @@ fn prepare_with(
     });
     let mp = dir.join(MANIFEST);
     std::fs::write(&mp, manifest.to_string()).map_err(|e| io_err(&mp, e))?;
-    Ok(summary)
+    Ok((summary, merged))
 }
 
-/// Reads one length-prefixed record stream.
-struct RunReader {
-    path: PathBuf,
-    r: BufReader<File>,
+/// What the merge wrote.
+struct Merged {
+    certificates: u64,
+    holders: u64,
+    /// Holder SST files, in key order, not overlapping.
+    holder_files: Vec<PathBuf>,
+    /// Source-index SST files.
+    source_files: Vec<PathBuf>,
 }
 
-impl RunReader {
-    fn open(path: &Path) -> Result<RunReader, LoadError> {
-        let f = File::open(path).map_err(|e| io_err(path, e))?;
-        Ok(RunReader { path: path.to_path_buf(), r: BufReader::with_capacity(1 << 20, f) })
-    }
-
-    /// Fills `buf` exactly; `Ok(false)` at a clean end of file.
-    fn exact(&mut self, buf: &mut [u8]) -> Result<bool, LoadError> {
-        match self.r.read_exact(buf) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-            Err(e) => Err(io_err(&self.path, e)),
-        }
-    }
-
-    fn next_holder(&mut self) -> Result<Option<HolderRec>, LoadError> {
-        let mut head = [0u8; 44];
-        if !self.exact(&mut head)? {
-            return Ok(None);
-        }
-        let mut digest = [0u8; 8];
-        digest.copy_from_slice(&head[32..40]);
-        let len = u32::from_le_bytes([head[40], head[41], head[42], head[43]]) as usize;
-        let mut cert = vec![0u8; len];
-        if !self.exact(&mut cert)? {
-            return Err(io_err(&self.path, "truncated run"));
-        }
-        let mut key = [0u8; 16];
-        let mut pmh = [0u8; 16];
-        key.copy_from_slice(&head[..16]);
-        pmh.copy_from_slice(&head[16..32]);
-        Ok(Some(HolderRec { key, pmh, digest: u64::from_le_bytes(digest), cert }))
-    }
-
-    fn next_source(&mut self) -> Result<Option<SourceRec>, LoadError> {
-        let mut len = [0u8; 4];
-        if !self.exact(&mut len)? {
-            return Ok(None);
-        }
-        let mut key = vec![0u8; u32::from_le_bytes(len) as usize];
-        let mut rest = [0u8; 40 + 2 + 8];
-        if !self.exact(&mut key)? || !self.exact(&mut rest)? {
-            return Err(io_err(&self.path, "truncated run"));
-        }
-        let mut value = [0u8; 40];
-        value.copy_from_slice(&rest[..40]);
-        let file = u16::from_le_bytes([rest[40], rest[41]]);
-        let mut row = [0u8; 8];
-        row.copy_from_slice(&rest[42..]);
-        Ok(Some(SourceRec { key, value, file, row: u64::from_le_bytes(row) }))
-    }
+/// One piece of the merge.
+#[derive(Clone, Copy)]
+enum MergeTask {
+    /// The whole source index (duplicates are found here).
+    Source,
+    /// One key range of the holders.
+    Holders(usize, (usize, usize)),
 }
 
-/// Merges the source-index runs into one SST, rejecting duplicate identities (naming both
-/// rows). Returns the number of certificates.
-fn merge_source(opts: &SstOptions, runs: &[PathBuf], out: &Path, files: &[PathBuf]) -> Result<u64, LoadError> {
-    let mut readers = runs.iter().map(|p| RunReader::open(p)).collect::<Result<Vec<_>, _>>()?;
-    let mut heads: Vec<Option<SourceRec>> = Vec::with_capacity(readers.len());
-    let mut heap = BinaryHeap::new();
-    for (i, r) in readers.iter_mut().enumerate() {
-        let h = r.next_source()?;
-        if let Some(h) = &h {
-            heap.push(Reverse((h.key.clone(), i)));
-        }
-        heads.push(h);
-    }
-    let mut w = opts.writer();
-    let mut opened = false;
-    let mut n = 0u64;
-    let mut prev: Option<SourceRec> = None;
-    let mut dups = Vec::new();
-    let name = |f: u16| files.get(usize::from(f)).map(|p| p.display().to_string());
-    while let Some(Reverse((_, i))) = heap.pop() {
-        let Some(rec) = heads[i].take() else { continue };
-        heads[i] = readers[i].next_source()?;
-        if let Some(h) = &heads[i] {
-            heap.push(Reverse((h.key.clone(), i)));
-        }
-        if let Some(p) = &prev
-            && p.key == rec.key
-        {
-            let id = pmh_engine::record::CertificateId::from_index_key(&rec.key);
-            dups.push(RowError {
-                file: name(rec.file),
-                row: rec.row as usize,
-                field: "historyKey".into(),
-                rule: "unique certificate identity",
-                message: format!(
-                    "certificate {} appears twice (also {} row {})",
-                    id.map(|id| format!(
-                        "{}/{}/{}",
-                        id.municipality_code, id.org_specific_certificate_type_id, id.history_key
-                    ))
-                    .unwrap_or_default(),
-                    name(p.file).unwrap_or_default(),
-                    p.row
-                ),
-                value: String::new(),
+/// Holder bytes per merge task that make the holders SST files about this size.
+const HOLDER_PART_BYTES: u64 = 256 << 20;
+
+/// Merges the runs into SST files in `dir` on `threads` threads: the source index as one
+/// task, the holders as one task per key range (at least two per thread, so the threads
+/// finish together; more for big loads, so no file is much above [`HOLDER_PART_BYTES`]).
+fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], threads: usize) -> Result<Merged, LoadError> {
+    let parts = (runs.holder_bytes().div_ceil(HOLDER_PART_BYTES) as usize).max(2 * threads);
+    let ranges = crate::sort::key_ranges(parts);
+    let mut tasks = vec![MergeTask::Source];
+    tasks.extend(ranges.iter().enumerate().map(|(p, &r)| MergeTask::Holders(p, r)));
+    let holder_path = |p: usize| dir.join(format!("holders-{p:03}.sst"));
+    let source_path = dir.join("source.sst");
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // (task, its result: certificates for the index, holders for a range)
+    let done: std::sync::Mutex<Vec<(usize, Result<u64, LoadError>)>> = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(tasks.len()) {
+            scope.spawn(|| {
+                loop {
+                    let t = next.fetch_add(1, Ordering::Relaxed);
+                    if t >= tasks.len() || stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let r = match tasks[t] {
+                        MergeTask::Source => crate::sort::merge_source(&target.sst, &runs.source, &source_path, files),
+                        MergeTask::Holders(p, range) => {
+                            crate::sort::merge_holders(&target.sst, &runs.holders, range, &holder_path(p))
+                        }
+                    };
+                    if r.is_err() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    if let Ok(mut d) = done.lock() {
+                        d.push((t, r));
+                    }
+                }
             });
-            continue;
         }
-        if dups.is_empty() {
-            if !opened {
-                w.open(out).map_err(|e| io_err(out, e.into_string()))?;
-                opened = true;
+    });
+    let mut done = done.into_inner().unwrap_or_default();
+    done.sort_by_key(|(t, _)| *t);
+    if done.len() != tasks.len() {
+        // A task failed and the rest stopped: report the failure, duplicates first (the
+        // index task is task 0).
+        return Err(done
+            .into_iter()
+            .find_map(|(_, r)| r.err())
+            .unwrap_or_else(|| LoadError::Usage("a merge thread panicked".into())));
+    }
+    let mut merged = Merged { certificates: 0, holders: 0, holder_files: Vec::new(), source_files: Vec::new() };
+    for (t, r) in done {
+        let n = r?;
+        match tasks[t] {
+            MergeTask::Source => {
+                merged.certificates = n;
+                if n > 0 {
+                    merged.source_files.push(source_path.clone());
+                }
             }
-            w.put(&rec.key, rec.value).map_err(|e| io_err(out, e.into_string()))?;
-        }
-        n += 1;
-        prev = Some(rec);
-    }
-    if !dups.is_empty() {
-        return Err(LoadError::Rejected(dups));
-    }
-    if opened {
-        w.finish().map_err(|e| io_err(out, e.into_string()))?;
-    }
-    Ok(n)
-}
-
-/// Merges the holder runs into one SST of buckets. Returns the number of holders.
-fn merge_holders(opts: &SstOptions, runs: &[PathBuf], out: &Path) -> Result<u64, LoadError> {
-    let mut readers = runs.iter().map(|p| RunReader::open(p)).collect::<Result<Vec<_>, _>>()?;
-    let mut heads: Vec<Option<HolderRec>> = Vec::with_capacity(readers.len());
-    let mut heap = BinaryHeap::new();
-    for (i, r) in readers.iter_mut().enumerate() {
-        let h = r.next_holder()?;
-        if let Some(h) = &h {
-            heap.push(Reverse((h.key, h.pmh, i)));
-        }
-        heads.push(h);
-    }
-    let mut w = opts.writer();
-    let mut opened = false;
-    let mut holders = 0u64;
-    let mut current: Option<([u8; 16], Bucket)> = None;
-    let mut flush = |key: [u8; 16], bucket: Bucket, w: &mut rocksdb_writer::Writer<'_>| -> Result<(), LoadError> {
-        let bytes = encode_bucket(&bucket).map_err(|e| LoadError::Usage(format!("serialize bucket: {e}")))?;
-        if !opened {
-            w.open(out).map_err(|e| io_err(out, e.into_string()))?;
-            opened = true;
-        }
-        w.put(key, bytes).map_err(|e| io_err(out, e.into_string()))
-    };
-    while let Some(Reverse((_, _, i))) = heap.pop() {
-        let Some(rec) = heads[i].take() else { continue };
-        heads[i] = readers[i].next_holder()?;
-        if let Some(h) = &heads[i] {
-            heap.push(Reverse((h.key, h.pmh, i)));
-        }
-        let cert = decode_certificate(&rec.cert, rec.digest)
-            .map_err(|e| io_err(out, format!("sort run record does not decode: {e}")))?;
-        match &mut current {
-            Some((k, b)) if *k == rec.key => match b.holders.last_mut() {
-                Some(h) if h.pmh_id == rec.pmh => h.certificates.push(cert),
-                _ => {
-                    holders += 1;
-                    b.holders.push(Holder { pmh_id: rec.pmh, certificates: vec![cert] });
+            MergeTask::Holders(p, _) => {
+                merged.holders += n;
+                if n > 0 {
+                    merged.holder_files.push(holder_path(p));
                 }
-            },
-            _ => {
-                if let Some((k, b)) = current.take() {
-                    flush(k, b, &mut w)?;
-                }
-                holders += 1;
-                current =
-                    Some((rec.key, Bucket { holders: vec![Holder { pmh_id: rec.pmh, certificates: vec![cert] }] }));
             }
         }
     }
-    if let Some((k, b)) = current.take() {
-        flush(k, b, &mut w)?;
-    }
-    if holders > 0 {
-        w.finish().map_err(|e| io_err(out, e.into_string()))?;
-    }
-    Ok(holders)
-}
-
-/// The SST writer type, named for the closure above.
-mod rocksdb_writer {
-    pub type Writer<'a> = pmh_engine::snapshot::SstFileWriter<'a>;
+    Ok(merged)
 }

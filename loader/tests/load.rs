@@ -270,8 +270,13 @@ fn installing_an_incomplete_prepared_directory_changes_nothing() {
     let files = vec![data("sample-utf8.csv")];
     load::prepare(&pmh_engine::RocksTuning::default(), &d, &files, &LoadOptions::default(), &prepared, &NoProgress)
         .expect("prepares");
-    std::fs::remove_file(prepared.join("holders.sst")).expect("remove");
-    assert!(load::install(&store, &prepared).is_err());
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(prepared.join(load::MANIFEST)).expect("manifest")).expect("json");
+    let holder_files = manifest["holderFiles"].as_array().expect("holderFiles");
+    assert!(!holder_files.is_empty());
+    let last = holder_files.last().and_then(|f| f.as_str()).expect("a file name");
+    std::fs::remove_file(prepared.join(last)).expect("remove");
+    assert!(matches!(load::install(&store, &prepared), Err(LoadError::Io { .. })));
 
     assert_eq!(store.generation(), 1);
     assert_eq!(answers(&store, "sample-utf8.csv", "2026-11-21"), before);
