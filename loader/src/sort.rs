@@ -155,7 +155,7 @@ impl<'a> Sorter<'a> {
         }
         let n = self.runs.source.len();
         // Ties (one holder's certificates) keep their input order: `at` grows with it.
-        self.holders.sort_unstable_by(|a, b| (a.key, a.pmh, a.at).cmp(&(b.key, b.pmh, b.at)));
+        self.holders.sort_unstable_by_key(|h| (h.key, h.pmh, h.at));
         let path = self.dir.join(format!("w{}-h{n}.run", self.id));
         let mut w = RunWriter::create(&path)?;
         let mut bounds = vec![0u64; 257];
