@@ -67,6 +67,7 @@
 
 pub mod config;
 pub mod csv_reader;
+mod direct;
 pub mod error;
 mod field;
 pub mod json_reader;

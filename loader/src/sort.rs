@@ -20,7 +20,7 @@
 //! so the index is merged by one task, which runs beside the holder tasks.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use pmh_engine::change::{decode_certificate, encode_certificate_into, source_index_value};
@@ -29,18 +29,21 @@ use pmh_engine::snapshot::SstOptions;
 use pmh_engine::{PmhId, StoreKey};
 
 use crate::RowError;
+use crate::direct::{DirectReader, DirectWriter};
 use crate::load::{LoadError, io_err};
 
 /// Bytes of a holder record's head in a run: store key, PMH-ID, digest, archive length.
 const HOLDER_HEAD: usize = 16 + 16 + 8 + 4;
 /// Bytes of a source record after its key: value, file index, row.
 const SOURCE_TAIL: usize = 40 + 2 + 8;
-/// Read buffer per run reader in a merge.
-const READ_BUF: usize = 256 << 10;
+/// Read buffer per run reader in a merge (one direct read each time it empties).
+const READ_BUF: usize = 1 << 20;
+/// Write buffer of a spill (one direct write each time it fills).
+const WRITE_BUF: usize = 2 << 20;
 
 /// One sorted run of holder records, with where each first key byte's records begin.
 pub(crate) struct HolderRun {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// `bounds[b]`: offset of the first record whose key starts with a byte ≥ `b`;
     /// `bounds[256]` is the file's length.
     bounds: Vec<u64>,
@@ -162,7 +165,7 @@ impl<'a> Sorter<'a> {
         let mut next_byte = 0usize;
         for h in &self.holders {
             while next_byte <= usize::from(h.key[0]) {
-                bounds[next_byte] = w.pos;
+                bounds[next_byte] = w.pos();
                 next_byte += 1;
             }
             let mut head = [0u8; HOLDER_HEAD];
@@ -174,7 +177,7 @@ impl<'a> Sorter<'a> {
             w.write(&self.archives[h.at..h.at + h.len as usize])?;
         }
         for b in &mut bounds[next_byte..] {
-            *b = w.pos;
+            *b = w.pos();
         }
         w.finish()?;
         self.runs.holders.push(HolderRun { path, bounds });
@@ -205,40 +208,41 @@ impl<'a> Sorter<'a> {
     }
 }
 
-/// A run file being written, counting its bytes.
+/// A run file being written (around the page cache, see [`crate::direct`]).
 struct RunWriter {
     path: PathBuf,
-    w: BufWriter<File>,
-    pos: u64,
+    w: DirectWriter,
 }
 
 impl RunWriter {
     fn create(path: &Path) -> Result<RunWriter, LoadError> {
-        let f = File::create(path).map_err(|e| io_err(path, e))?;
-        Ok(RunWriter { path: path.to_path_buf(), w: BufWriter::with_capacity(1 << 20, f), pos: 0 })
+        let w = DirectWriter::create(path, WRITE_BUF).map_err(|e| io_err(path, e))?;
+        Ok(RunWriter { path: path.to_path_buf(), w })
+    }
+
+    /// Bytes written so far.
+    fn pos(&self) -> u64 {
+        self.w.position()
     }
 
     fn write(&mut self, b: &[u8]) -> Result<(), LoadError> {
-        self.pos += b.len() as u64;
-        self.w.write_all(b).map_err(|e| io_err(&self.path, e))
+        self.w.write(b).map_err(|e| io_err(&self.path, e))
     }
 
-    fn finish(mut self) -> Result<(), LoadError> {
-        self.w.flush().map_err(|e| io_err(&self.path, e))
+    fn finish(self) -> Result<(), LoadError> {
+        self.w.finish().map(|_| ()).map_err(|e| io_err(&self.path, e))
     }
 }
 
 /// Reads records from one byte range of a run, into reused buffers.
 struct RunReader {
     path: PathBuf,
-    r: BufReader<std::io::Take<File>>,
+    r: DirectReader,
 }
 
 impl RunReader {
     fn open(path: &Path, from: u64, to: u64) -> Result<RunReader, LoadError> {
-        let mut f = File::open(path).map_err(|e| io_err(path, e))?;
-        f.seek(SeekFrom::Start(from)).map_err(|e| io_err(path, e))?;
-        let r = BufReader::with_capacity(READ_BUF, f.take(to.saturating_sub(from)));
+        let r = DirectReader::open(path, from, to, READ_BUF).map_err(|e| io_err(path, e))?;
         Ok(RunReader { path: path.to_path_buf(), r })
     }
 
