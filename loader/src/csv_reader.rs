@@ -163,8 +163,16 @@ fn read_record(
     // Copayment columns are split first and zipped into rules at the end.
     let mut copay_columns: [Option<Vec<Option<String>>>; 8] = Default::default();
     let mut copay_failed = false;
-    for (bytes, &f) in record.iter().zip(&columns.fields) {
-        let text = match decoder.decode(bytes) {
+    // UTF-8 is checked once for the whole record; a field is then a slice of it, which
+    // `str::get` gives only when the field starts and ends on character boundaries (a
+    // sequence split by a delimiter would make the whole valid but not the field).
+    let whole = match decoder.encoding {
+        Encoding::Utf8 | Encoding::Auto => std::str::from_utf8(record.as_slice()).ok(),
+        Encoding::ShiftJis => None,
+    };
+    for (i, (bytes, &f)) in record.iter().zip(&columns.fields).enumerate() {
+        let fast = whole.and_then(|w| w.get(record.range(i)?)).map(std::borrow::Cow::Borrowed);
+        let text = match fast.map_or_else(|| decoder.decode(bytes), Ok) {
             Ok(t) => t,
             Err((lossy, what)) => {
                 errs.push(f, "encoding", format!("the value {what}"), &lossy);
@@ -377,22 +385,36 @@ impl CsvBatch {
 /// number of records and the settled encoding. Splitting is the cheap part of parsing
 /// (≈ a fifth of it), so one thread splitting keeps several validating.
 ///
+/// `recycled` may return a batch that was handed out earlier and is done with: its record
+/// buffers are reused, so that a long file is split without allocating (and without
+/// freeing, on the validating threads, what this thread allocated).
+///
 /// A record is decoded with the encoding settled when its batch is handed out; records
 /// before the first non-ASCII one are ASCII, which reads the same in either encoding.
 pub fn split_csv<R: Read>(
     input: R,
     opts: &ParseOptions,
     batch_rows: usize,
+    mut recycled: impl FnMut() -> Option<CsvBatch>,
     mut on_batch: impl FnMut(CsvBatch),
 ) -> Result<(usize, Encoding), ParseError> {
     let batch_rows = batch_rows.max(1);
     let shared_opts = std::sync::Arc::new(opts.clone());
     let mut shared_columns: Option<std::sync::Arc<Columns>> = None;
+    // Record buffers to read into: from recycled batches, else new.
+    let mut spare: Vec<csv::ByteRecord> = Vec::new();
     let mut records = Vec::with_capacity(batch_rows);
     let mut last = Decoder { encoding: opts.encoding };
     let done = read_records(input, opts, |columns, decoder, row, record| {
         last = decoder;
-        records.push((row, std::mem::take(record)));
+        if spare.is_empty()
+            && let Some(old) = recycled()
+        {
+            spare.extend(old.records.into_iter().map(|(_, r)| r));
+        }
+        // Hand the record over and give the reader a used buffer for the next one.
+        let next = spare.pop().unwrap_or_default();
+        records.push((row, std::mem::replace(record, next)));
         if records.len() >= batch_rows {
             let columns = shared_columns.get_or_insert_with(|| std::sync::Arc::new(columns.clone())).clone();
             let batch = std::mem::replace(&mut records, Vec::with_capacity(batch_rows));

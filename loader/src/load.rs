@@ -405,6 +405,8 @@ fn prepare_with(
 
     let threads = opts.threads.max(1);
     let (tx, rx) = crossbeam_channel::bounded::<Work>(threads * 4);
+    // Validated CSV batches go back to the splitter, which reuses their record buffers.
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<crate::csv_reader::CsvBatch>(threads * 4 + 2);
     // Errors found by workers validating CSV records, with the file index for ordering.
     let worker_errors: std::sync::Mutex<Vec<(u16, RowError)>> = std::sync::Mutex::new(Vec::new());
     let failed = std::sync::atomic::AtomicBool::new(false);
@@ -416,7 +418,7 @@ fn prepare_with(
     let results: Vec<Result<Runs, LoadError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|id| {
-                let rx = rx.clone();
+                let (rx, done_tx) = (rx.clone(), done_tx.clone());
                 let (worker_errors, failed, deleted) = (&worker_errors, &failed, &deleted);
                 scope.spawn(move || -> Result<Runs, LoadError> {
                     let mut w = Sorter::new(id, dir_for_runs, opts.sort_budget_bytes / threads);
@@ -459,6 +461,8 @@ fn prepare_with(
                                         }
                                     }
                                 });
+                                // Full only if the splitter has stopped taking them back.
+                                let _ = done_tx.try_send(batch);
                                 result?;
                             }
                         }
@@ -479,13 +483,19 @@ fn prepare_with(
                 }
             };
             if format_of(path, opts) == Format::Csv {
-                let r = crate::csv_reader::split_csv(reader, &parse_options(path, opts), 512, |b| {
-                    rows.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    progress.rows(b.len() as u64);
-                    if !send_failed && tx.send(Work::Csv(fi as u16, b)).is_err() {
-                        send_failed = true;
-                    }
-                });
+                let r = crate::csv_reader::split_csv(
+                    reader,
+                    &parse_options(path, opts),
+                    512,
+                    || done_rx.try_recv().ok(),
+                    |b| {
+                        rows.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        progress.rows(b.len() as u64);
+                        if !send_failed && tx.send(Work::Csv(fi as u16, b)).is_err() {
+                            send_failed = true;
+                        }
+                    },
+                );
                 if let Err(e) = collect_parse_error(path, r.map(|_| crate::ParseSummary::default()), &mut errors) {
                     errors.push(unreadable(path, &e));
                 }

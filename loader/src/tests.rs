@@ -447,6 +447,18 @@ fn encoding_errors_are_reported_with_their_row() {
 }
 
 #[test]
+fn a_character_split_by_a_delimiter_is_an_error_in_both_fields() {
+    // 「ぁ」 is E3 81 81: split as E3 81 | 81 by a comma, the record's bytes without the
+    // delimiter are valid UTF-8, but neither field is.
+    let mut csv = format!("{MINIMAL_HEADER},氏名,住所\n{},", minimal_row("123456789018")).into_bytes();
+    csv.extend_from_slice(&[0xE3, 0x81, b',', 0x81, b'\n']);
+    let (_, rows) = collect(Format::Csv, &csv, &ParseOptions { encoding: Encoding::Utf8, ..Default::default() });
+    let e = rows[0].as_ref().unwrap_err();
+    let fields: Vec<_> = e.iter().map(|e| (e.field.as_str(), e.rule)).collect();
+    assert_eq!(fields, vec![("basicFiveInfo.name", "encoding"), ("basicFiveInfo.address", "encoding")]);
+}
+
+#[test]
 fn copayment_columns_must_agree() {
     let header = format!("{MINIMAL_HEADER},copayment.category,copayment.burdenDefinition,copayment.ratePerDay");
     let csv = format!("{header}\n{},外来;入院,定額,\n", minimal_row("123456789018"));

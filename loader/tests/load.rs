@@ -240,13 +240,24 @@ fn split_and_validate_in_batches_gives_exactly_what_parse_csv_gives() {
             let bytes = std::fs::read(data(file)).expect("read");
             let mut whole = Vec::new();
             let a = pmh_loader::parse_csv(&bytes[..], &opts, |r| whole.push(r));
-            for batch_rows in [1, 2, 1000] {
+            for (batch_rows, recycle) in [(1, false), (2, false), (1000, false), (1, true), (3, true)] {
+                // Validated batches handed back for reuse give the same rows as fresh ones.
+                let done = std::cell::RefCell::new(Vec::new());
                 let mut batched = Vec::new();
-                let b = pmh_loader::csv_reader::split_csv(&bytes[..], &opts, batch_rows, |batch| {
-                    batch.validate(|_, r| batched.push(r));
-                });
+                let b = pmh_loader::csv_reader::split_csv(
+                    &bytes[..],
+                    &opts,
+                    batch_rows,
+                    || done.borrow_mut().pop(),
+                    |batch| {
+                        batch.validate(|_, r| batched.push(r));
+                        if recycle {
+                            done.borrow_mut().push(batch);
+                        }
+                    },
+                );
                 assert_eq!(a.is_ok(), b.is_ok(), "{file} {encoding:?}");
-                assert_eq!(whole, batched, "{file} {encoding:?} batches of {batch_rows}");
+                assert_eq!(whole, batched, "{file} {encoding:?} batches of {batch_rows}, recycled {recycle}");
             }
         }
     }

@@ -155,12 +155,17 @@ struct Display {
     rows: AtomicU64,
     /// The current stage name, for the log lines.
     stage: Mutex<String>,
+    /// Log each stage as it starts, with the time since the start (not on a terminal).
+    log_stages: Option<Instant>,
 }
 
 impl Progress for Display {
     fn stage(&self, name: &str) {
         if let Ok(mut s) = self.stage.lock() {
             *s = name.to_string();
+        }
+        if let Some(start) = self.log_stages {
+            eprintln!("pmh-load: {name} (at {:.1} s)", start.elapsed().as_secs_f64());
         }
         if let Some(b) = &self.bar {
             b.set_message(name.to_string());
@@ -221,8 +226,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         );
         b
     });
-    let display =
-        Arc::new(Display { bar, bytes: AtomicU64::new(0), rows: AtomicU64::new(0), stage: Mutex::new(String::new()) });
+    let display = Arc::new(Display {
+        bar,
+        bytes: AtomicU64::new(0),
+        rows: AtomicU64::new(0),
+        stage: Mutex::new(String::new()),
+        log_stages: (!cli.quiet && !tty).then(Instant::now),
+    });
     // Plain log lines when not on a terminal.
     let done = Arc::new(AtomicBool::new(false));
     let logger = (!cli.quiet && !tty).then(|| {
