@@ -615,6 +615,7 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
     tasks.extend(ranges.iter().enumerate().map(|(p, &r)| MergeTask::Holders(p, r)));
     let holder_path = |p: usize| dir.join(format!("holders-{p:03}.sst"));
     let source_path = dir.join("source.sst");
+    let pool = crate::direct::ReadAhead::new(threads);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     // (task, its result: certificates for the index, holders for a range)
@@ -628,9 +629,11 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
                         return;
                     }
                     let r = match tasks[t] {
-                        MergeTask::Source => crate::sort::merge_source(&target.sst, &runs.source, &source_path, files),
+                        MergeTask::Source => {
+                            crate::sort::merge_source(&target.sst, &runs.source, &source_path, files, &pool)
+                        }
                         MergeTask::Holders(p, range) => {
-                            crate::sort::merge_holders(&target.sst, &runs.holders, range, &holder_path(p))
+                            crate::sort::merge_holders(&target.sst, &runs.holders, range, &holder_path(p), &pool)
                         }
                     };
                     if r.is_err() {

@@ -29,14 +29,14 @@ use pmh_engine::snapshot::SstOptions;
 use pmh_engine::{PmhId, StoreKey};
 
 use crate::RowError;
-use crate::direct::{DirectReader, DirectWriter};
+use crate::direct::{DirectReader, DirectWriter, ReadAhead};
 use crate::load::{LoadError, io_err};
 
 /// Bytes of a holder record's head in a run: store key, PMH-ID, digest, archive length.
 const HOLDER_HEAD: usize = 16 + 16 + 8 + 4;
 /// Bytes of a source record after its key: value, file index, row.
 const SOURCE_TAIL: usize = 40 + 2 + 8;
-/// Read buffer per run reader in a merge (one direct read each time it empties).
+/// Read buffer per run reader in a merge (one direct read per buffer, the next read ahead).
 const READ_BUF: usize = 1 << 20;
 /// Write buffer of a spill (one direct write each time it fills).
 const WRITE_BUF: usize = 2 << 20;
@@ -241,13 +241,13 @@ struct RunReader {
 }
 
 impl RunReader {
-    fn open(path: &Path, from: u64, to: u64) -> Result<RunReader, LoadError> {
-        let r = DirectReader::open(path, from, to, READ_BUF).map_err(|e| io_err(path, e))?;
+    fn open(path: &Path, from: u64, to: u64, pool: &ReadAhead) -> Result<RunReader, LoadError> {
+        let r = DirectReader::open(path, from, to, READ_BUF, Some(pool)).map_err(|e| io_err(path, e))?;
         Ok(RunReader { path: path.to_path_buf(), r })
     }
 
-    fn open_all(path: &Path) -> Result<RunReader, LoadError> {
-        RunReader::open(path, 0, u64::MAX)
+    fn open_all(path: &Path, pool: &ReadAhead) -> Result<RunReader, LoadError> {
+        RunReader::open(path, 0, u64::MAX, pool)
     }
 
     /// Fills `buf` exactly; `Ok(false)` at a clean end.
@@ -392,12 +392,13 @@ pub(crate) fn merge_holders(
     runs: &[HolderRun],
     (lo, hi): (usize, usize),
     out: &Path,
+    pool: &ReadAhead,
 ) -> Result<u64, LoadError> {
     let mut readers = Vec::with_capacity(runs.len());
     let mut heads: Vec<HolderHead> = Vec::with_capacity(runs.len());
     let mut live = Vec::new();
     for (i, run) in runs.iter().enumerate() {
-        let mut r = RunReader::open(&run.path, run.bounds[lo], run.bounds[hi])?;
+        let mut r = RunReader::open(&run.path, run.bounds[lo], run.bounds[hi], pool)?;
         let mut h = HolderHead::default();
         if h.read(&mut r)? {
             live.push(i);
@@ -463,12 +464,13 @@ pub(crate) fn merge_source(
     runs: &[PathBuf],
     out: &Path,
     files: &[PathBuf],
+    pool: &ReadAhead,
 ) -> Result<u64, LoadError> {
     let mut readers = Vec::with_capacity(runs.len());
     let mut heads: Vec<SourceHead> = Vec::with_capacity(runs.len());
     let mut live = Vec::new();
     for (i, path) in runs.iter().enumerate() {
-        let mut r = RunReader::open_all(path)?;
+        let mut r = RunReader::open_all(path, pool)?;
         let mut h = SourceHead::default();
         if h.read(&mut r)? {
             live.push(i);
