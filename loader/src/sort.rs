@@ -69,10 +69,11 @@ impl Runs {
     }
 }
 
-/// A certificate in a sort buffer: where its archive is in the arena.
+/// A certificate in a sort buffer: where its archive is in the arena. Key and PMH-ID are
+/// big-endian integers, so that they sort like the bytes but compare in one instruction.
 struct HolderEntry {
-    key: [u8; 16],
-    pmh: [u8; 16],
+    key: u128,
+    pmh: u128,
     digest: u64,
     at: usize,
     len: u32,
@@ -128,7 +129,8 @@ impl<'a> Sorter<'a> {
         let digest = encode_certificate_into(cert, &mut self.archives)?;
         let len = u32::try_from(self.archives.len() - at)
             .map_err(|_| LoadError::Usage(format!("row {row}: certificate too large")))?;
-        self.holders.push(HolderEntry { key: key.0, pmh: *pmh.as_bytes(), digest, at, len });
+        let (key_int, pmh_int) = (u128::from_be_bytes(key.0), u128::from_be_bytes(*pmh.as_bytes()));
+        self.holders.push(HolderEntry { key: key_int, pmh: pmh_int, digest, at, len });
         let kat = self.keys.len();
         write_index_key(
             cert.municipality_code,
@@ -164,13 +166,14 @@ impl<'a> Sorter<'a> {
         let mut bounds = vec![0u64; 257];
         let mut next_byte = 0usize;
         for h in &self.holders {
-            while next_byte <= usize::from(h.key[0]) {
+            let (key, pmh) = (h.key.to_be_bytes(), h.pmh.to_be_bytes());
+            while next_byte <= usize::from(key[0]) {
                 bounds[next_byte] = w.pos();
                 next_byte += 1;
             }
             let mut head = [0u8; HOLDER_HEAD];
-            head[..16].copy_from_slice(&h.key);
-            head[16..32].copy_from_slice(&h.pmh);
+            head[..16].copy_from_slice(&key);
+            head[16..32].copy_from_slice(&pmh);
             head[32..40].copy_from_slice(&h.digest.to_le_bytes());
             head[40..].copy_from_slice(&h.len.to_le_bytes());
             w.write(&head)?;

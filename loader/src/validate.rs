@@ -70,12 +70,30 @@ fn id_message(e: &IdError) -> String {
     }
 }
 
-fn item_prefix(i: usize) -> String {
-    format!("item {}: ", i + 1)
+/// What a message about a list item starts with ("item 2: "), formatted only when a
+/// message is: most rows have none, and lists are on every row.
+#[derive(Clone, Copy)]
+enum Prefix {
+    /// A scalar field: nothing.
+    None,
+    /// Item `i` (0-based) of a list.
+    Item(usize),
+    /// Copay rule `i` (0-based).
+    Copay(usize),
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prefix::None => Ok(()),
+            Prefix::Item(i) => write!(f, "item {}: ", i + 1),
+            Prefix::Copay(i) => write!(f, "copayment {}: ", i + 1),
+        }
+    }
 }
 
 impl Validator<'_, '_> {
-    fn required(&mut self, f: Field, prefix: &str) {
+    fn required(&mut self, f: Field, prefix: Prefix) {
         self.errs.push(f, "required", format!("{prefix}{} is required", f.name()), "");
     }
 
@@ -83,20 +101,34 @@ impl Validator<'_, '_> {
     fn value(&mut self, f: Field, required: bool) -> Option<String> {
         let v = self.raw.take(f);
         if v.is_none() && required && !self.raw.failed(f) {
-            self.required(f, "");
+            self.required(f, Prefix::None);
         }
         v
     }
 
     /// Checks a text against the control-character and length rules.
-    fn text_ok(&mut self, f: Field, s: &str, max: usize, lines: Lines, prefix: &str) -> bool {
+    fn text_ok(&mut self, f: Field, s: &str, max: usize, lines: Lines, prefix: Prefix) -> bool {
         let allowed = |c: char| lines == Lines::Many && (c == '\n' || c == '\t');
-        if let Some(c) = s.chars().find(|&c| c.is_control() && !allowed(c)) {
+        // One pass: the first control character not allowed, and the length in characters.
+        let mut n = 0;
+        let mut bad = None;
+        if s.is_ascii() {
+            n = s.len();
+            bad = s.bytes().find(|&b| (b < 0x20 || b == 0x7f) && !allowed(char::from(b))).map(char::from);
+        } else {
+            for c in s.chars() {
+                if c.is_control() && !allowed(c) {
+                    bad = Some(c);
+                    break;
+                }
+                n += 1;
+            }
+        }
+        if let Some(c) = bad {
             let msg = format!("{prefix}must not contain control characters (found U+{:04X})", c as u32);
             self.errs.push(f, "no control characters", msg, s);
             return false;
         }
-        let n = s.chars().count();
         if n > max {
             self.errs.push(f, "max length", format!("{prefix}at most {max} characters, got {n}"), s);
             return false;
@@ -106,7 +138,7 @@ impl Validator<'_, '_> {
 
     fn text(&mut self, f: Field, required: bool, max: usize, lines: Lines) -> Option<String> {
         let s = self.value(f, required)?;
-        self.text_ok(f, &s, max, lines, "").then_some(s)
+        self.text_ok(f, &s, max, lines, Prefix::None).then_some(s)
     }
 
     fn date(&mut self, f: Field, required: bool) -> Option<Date> {
@@ -186,7 +218,7 @@ impl Validator<'_, '_> {
         let f = Field::NameKana;
         let s = self.value(f, false)?;
         match normalise_kana(&s) {
-            Ok(k) => self.text_ok(f, &k, limits::NAME, Lines::One, "").then_some(k),
+            Ok(k) => self.text_ok(f, &k, limits::NAME, Lines::One, Prefix::None).then_some(k),
             Err(e) => {
                 self.errs.push(f, "katakana", e.message(), &s);
                 None
@@ -232,7 +264,7 @@ impl Validator<'_, '_> {
             },
             // Which form applies depends on the insurer, which is itself wrong: check only
             // what holds for every program.
-            None => self.text_ok(f, &s, limits::RECIPIENT, Lines::One, "").then_some(s),
+            None => self.text_ok(f, &s, limits::RECIPIENT, Lines::One, Prefix::None).then_some(s),
         }
     }
 
@@ -240,9 +272,9 @@ impl Validator<'_, '_> {
         let f = Field::AdditionalConditions;
         let mut out = Vec::with_capacity(self.raw.conditions.len());
         for (i, c) in std::mem::take(&mut self.raw.conditions).into_iter().enumerate() {
-            let p = item_prefix(i);
-            let item = self.item_text(f, c.item, "item", &p, limits::ITEM);
-            let code = self.item_text(f, c.code, "code", &p, limits::ITEM);
+            let p = Prefix::Item(i);
+            let item = self.item_text(f, c.item, "item", p, limits::ITEM);
+            let code = self.item_text(f, c.code, "code", p, limits::ITEM);
             if let (Some(item), Some(code)) = (item, code) {
                 out.push(AdditionalCondition { item, code });
             }
@@ -251,7 +283,7 @@ impl Validator<'_, '_> {
     }
 
     /// A required text inside a list item (`part` names it in the message).
-    fn item_text(&mut self, f: Field, v: Option<String>, part: &str, p: &str, max: usize) -> Option<String> {
+    fn item_text(&mut self, f: Field, v: Option<String>, part: &str, p: Prefix, max: usize) -> Option<String> {
         match v {
             None => {
                 self.errs.push(f, "required", format!("{p}{part} is required"), "");
@@ -265,7 +297,7 @@ impl Validator<'_, '_> {
         let f = Field::DesignatedMedicalInstitutions;
         let mut out = Vec::with_capacity(self.raw.institutions.len());
         for (i, inst) in std::mem::take(&mut self.raw.institutions).into_iter().enumerate() {
-            let p = item_prefix(i);
+            let p = Prefix::Item(i);
             let code = match inst.code {
                 None => {
                     self.errs.push(f, "required", format!("{p}the institution code is required"), "");
@@ -280,7 +312,7 @@ impl Validator<'_, '_> {
                 },
             };
             let name_ok = match &inst.name {
-                Some(n) => self.text_ok(f, n, limits::ITEM, Lines::One, &p),
+                Some(n) => self.text_ok(f, n, limits::ITEM, Lines::One, p),
                 None => true,
             };
             if let (Some(code), true) = (code, name_ok) {
@@ -293,10 +325,10 @@ impl Validator<'_, '_> {
     fn copayment(&mut self) -> Vec<Copayment> {
         let mut out = Vec::with_capacity(self.raw.copayment.len());
         for (i, rule) in std::mem::take(&mut self.raw.copayment).into_iter().enumerate() {
-            let p = format!("copayment {}: ", i + 1);
+            let p = Prefix::Copay(i);
             let [category, burden, rate_d, rate_m, rate_v, amount_d, amount_m, amount_v] = rule.values;
-            let category = self.item_text(COPAY_FIELDS[0], category, "category (種別)", &p, limits::ITEM);
-            let burden = self.item_text(COPAY_FIELDS[1], burden, "burdenDefinition (負担定義)", &p, limits::ITEM);
+            let category = self.item_text(COPAY_FIELDS[0], category, "category (種別)", p, limits::ITEM);
+            let burden = self.item_text(COPAY_FIELDS[1], burden, "burdenDefinition (負担定義)", p, limits::ITEM);
             let mut ok = category.is_some() && burden.is_some();
             let mut rates = [None; 3];
             for (k, v) in [rate_d, rate_m, rate_v].into_iter().enumerate() {
@@ -350,10 +382,10 @@ impl Validator<'_, '_> {
         let f = Field::CertificationDetail;
         let mut out = Vec::with_capacity(self.raw.detail.len());
         for (i, item) in std::mem::take(&mut self.raw.detail).into_iter().enumerate() {
-            let p = item_prefix(i);
-            let name = self.item_text(f, item.name, "name", &p, limits::ITEM);
+            let p = Prefix::Item(i);
+            let name = self.item_text(f, item.name, "name", p, limits::ITEM);
             let value = item.value.unwrap_or_default();
-            let value_ok = self.text_ok(f, &value, limits::FACE_VALUE, Lines::Many, &p);
+            let value_ok = self.text_ok(f, &value, limits::FACE_VALUE, Lines::Many, p);
             if let (Some(name), true) = (name, value_ok) {
                 out.push(FaceItem { name, value });
             }
