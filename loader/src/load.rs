@@ -299,7 +299,8 @@ pub fn full(
     let target = Target { key_of: &|id| store.key_of(id), sst: store.holders_sst_writer() };
     let (mut summary, merged) = prepare_with(&target, deriver, files, opts, &dir, progress)?;
     progress.stage("install");
-    summary.generation = install_files(store, &merged.holder_files, &merged.source_files)?;
+    // The merge left the files in the page cache.
+    summary.generation = install_files(store, &merged.holder_files, &merged.source_files, false)?;
     summary.elapsed = start.elapsed();
     Ok(summary)
 }
@@ -368,16 +369,18 @@ pub fn install(store: &Store, dir: &Path) -> Result<u64, LoadError> {
             return Err(LoadError::Usage(format!("{}: lists a file outside its directory", path.display())));
         }
     }
-    install_files(store, &holders, &source)
+    // Prepared long ago, their pages may have left the cache since.
+    install_files(store, &holders, &source, true)
 }
 
-fn install_files(store: &Store, holders: &[PathBuf], source: &[PathBuf]) -> Result<u64, LoadError> {
+fn install_files(store: &Store, holders: &[PathBuf], source: &[PathBuf], warm: bool) -> Result<u64, LoadError> {
     for f in holders.iter().chain(source) {
         if !f.is_file() {
             return Err(io_err(f, "prepared SST file is missing"));
         }
-        // Prepared long ago, its pages may have left the cache since.
-        crate::sort::prefetch(f);
+        if warm {
+            crate::sort::prefetch(f);
+        }
     }
     Ok(store.install_snapshot(holders, source)?)
 }
@@ -616,6 +619,10 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
     let holder_path = |p: usize| dir.join(format!("holders-{p:03}.sst"));
     let source_path = dir.join("source.sst");
     let pool = crate::direct::ReadAhead::new(threads);
+    // Finished SST files are read back into the page cache by one more thread, while the
+    // merge goes on (see `sort::prefetch`); the merge returns once they all are.
+    let (warm_tx, warm_rx) = crossbeam_channel::unbounded::<PathBuf>();
+    let warmer = std::thread::spawn(move || warm_rx.into_iter().for_each(|p| crate::sort::prefetch(&p)));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     // (task, its result: certificates for the index, holders for a range)
@@ -636,8 +643,16 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
                             crate::sort::merge_holders(&target.sst, &runs.holders, range, &holder_path(p), &pool)
                         }
                     };
-                    if r.is_err() {
-                        stop.store(true, Ordering::Relaxed);
+                    match &r {
+                        Err(_) => stop.store(true, Ordering::Relaxed),
+                        Ok(0) => {}
+                        Ok(_) => {
+                            let out = match tasks[t] {
+                                MergeTask::Source => source_path.clone(),
+                                MergeTask::Holders(p, _) => holder_path(p),
+                            };
+                            let _ = warm_tx.send(out);
+                        }
                     }
                     if let Ok(mut d) = done.lock() {
                         d.push((t, r));
@@ -646,6 +661,8 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
             });
         }
     });
+    drop(warm_tx);
+    let _ = warmer.join();
     let mut done = done.into_inner().unwrap_or_default();
     done.sort_by_key(|(t, _)| *t);
     if done.len() != tasks.len() {
