@@ -149,7 +149,8 @@ impl SourceEntry {
 /// Validates a change set against the engine's invariants; returns every problem.
 pub fn validate_changes(changes: &[Change], mode: ApplyMode) -> Result<(), ChangeError> {
     let mut problems = Vec::new();
-    let mut seen: HashMap<CertificateId, usize> = HashMap::with_capacity(changes.len());
+    let mut seen: HashMap<CertificateId, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(changes.len(), Default::default());
     for (i, ch) in changes.iter().enumerate() {
         if let Change::Upsert { certificate, .. } = ch
             && let Err(e) = certificate.check()
@@ -191,7 +192,7 @@ pub fn validate_changes(changes: &[Change], mode: ApplyMode) -> Result<(), Chang
 struct Overlay<'s> {
     store: &'s Store,
     active: usize,
-    buckets: HashMap<StoreKey, Bucket>,
+    buckets: HashMap<StoreKey, Bucket, foldhash::fast::RandomState>,
 }
 
 /// Read options for a change set's reads: around the block cache. A 100 k-row change
@@ -204,6 +205,32 @@ fn bulk_read_options() -> rocksdb::ReadOptions {
     ro
 }
 
+/// Below this many items a change set's reads and encodes stay on the calling thread.
+const PARALLEL_MIN: usize = 4096;
+
+/// Maps `items` through `f` on every core in contiguous chunks, keeping the order: a large
+/// change set's reads and encodes are independent per key, and a 100 k-row diff spent
+/// most of its time in them on one thread.
+fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&[T]) -> Result<Vec<U>, Error> + Sync) -> Result<Vec<U>, Error> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if threads < 2 || items.len() < PARALLEL_MIN {
+        return f(items);
+    }
+    let chunk = items.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<U>, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items.chunks(chunk).map(|c| scope.spawn(|| f(c))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Corrupt("a worker panicked".into()))))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
 impl Overlay<'_> {
     /// Reads the buckets of `keys` with one batched multi-get (sorted, so that the reads
     /// of a large change set walk the files in order instead of at random).
@@ -212,17 +239,21 @@ impl Overlay<'_> {
         keys.dedup();
         keys.retain(|k| !self.buckets.contains_key(k));
         let cf = self.store.cf(HOLDERS[self.active])?;
-        let raw: Vec<[u8; 16]> = keys.iter().map(|k| k.0).collect();
-        let values = self.store.db.batched_multi_get_cf_opt(cf, &raw, true, &bulk_read_options());
-        for (key, v) in keys.into_iter().zip(values) {
-            let b = match v.map_err(storage)? {
-                Some(v) => {
-                    decode_bucket_trusted(&v).map_err(|e| Error::Corrupt(format!("holder {}: {e}", hex(&key.0))))?
-                }
-                None => Bucket::default(),
-            };
-            self.buckets.insert(key, b);
-        }
+        let db = &self.store.db;
+        let buckets = par_map(&keys, |keys| {
+            let raw: Vec<[u8; 16]> = keys.iter().map(|k| k.0).collect();
+            let values = db.batched_multi_get_cf_opt(cf, &raw, true, &bulk_read_options());
+            keys.iter()
+                .zip(values)
+                .map(|(key, v)| match v.map_err(storage)? {
+                    Some(v) => {
+                        decode_bucket_trusted(&v).map_err(|e| Error::Corrupt(format!("holder {}: {e}", hex(&key.0))))
+                    }
+                    None => Ok(Bucket::default()),
+                })
+                .collect()
+        })?;
+        self.buckets.extend(keys.into_iter().zip(buckets));
         Ok(())
     }
 
@@ -287,12 +318,12 @@ impl Store {
         let _w = self.writer.lock();
         let active = (self.generation() & 1) as usize;
         let source_cf = self.cf(SOURCE[active])?;
-        let mut overlay = Overlay { store: self, active, buckets: HashMap::new() };
+        let mut overlay = Overlay { store: self, active, buckets: HashMap::default() };
         // Reserved up front: a batch grown by doubling copied itself repeatedly and
         // faulted in fresh pages each time (a quarter of a 100k-row diff's CPU).
         let mut batch = WriteBatch::with_capacity_bytes(changes.len().saturating_mul(1024).min(1 << 30));
         let mut sum = ApplySummary::default();
-        let mut listed: HashSet<Vec<u8>> = HashSet::new();
+        let mut listed: HashSet<Vec<u8>, foldhash::fast::RandomState> = HashSet::default();
 
         // Read every source-index entry the set touches in one sorted batch, then every
         // holder bucket that will change, so a large set reads in key order.
@@ -300,13 +331,21 @@ impl Store {
         let mut order: Vec<usize> = (0..iks.len()).collect();
         order.sort_unstable_by(|&a, &b| iks[a].cmp(&iks[b]));
         let sorted: Vec<&[u8]> = order.iter().map(|&i| iks[i].as_slice()).collect();
+        let found = par_map(&sorted, |keys| {
+            let values = self.db.batched_multi_get_cf_opt(source_cf, keys, true, &bulk_read_options());
+            keys.iter()
+                .zip(values)
+                .map(|(k, v)| match v.map_err(storage)? {
+                    Some(v) => SourceEntry::decode(&v)
+                        .map(Some)
+                        .ok_or_else(|| Error::Corrupt(format!("source index {}", hex(k)))),
+                    None => Ok(None),
+                })
+                .collect()
+        })?;
         let mut existing: Vec<Option<SourceEntry>> = vec![None; iks.len()];
-        for (&i, v) in order.iter().zip(self.db.batched_multi_get_cf_opt(source_cf, &sorted, true, &bulk_read_options())) {
-            if let Some(v) = v.map_err(storage)? {
-                existing[i] = Some(
-                    SourceEntry::decode(&v).ok_or_else(|| Error::Corrupt(format!("source index {}", hex(&iks[i]))))?,
-                );
-            }
+        for (&i, e) in order.iter().zip(found) {
+            existing[i] = e;
         }
         let mut entries: Vec<Option<SourceEntry>> = Vec::with_capacity(changes.len());
         let mut needed = Vec::new();
@@ -389,13 +428,26 @@ impl Store {
         }
 
         let holders_cf = self.cf(HOLDERS[active])?;
-        for (key, mut bucket) in overlay.buckets {
+        let mut buckets: Vec<(StoreKey, Bucket)> = overlay.buckets.into_iter().collect();
+        // Sorted, so the batch (and the memtable insert) goes in key order.
+        buckets.sort_unstable_by_key(|(k, _)| *k);
+        for (_, bucket) in &mut buckets {
             bucket.holders.retain(|h| !h.certificates.is_empty());
-            if bucket.holders.is_empty() {
-                batch.delete_cf(holders_cf, key.0);
-            } else {
-                let bytes = encode_bucket(&bucket).map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))?;
-                batch.put_cf(holders_cf, key.0, bytes);
+        }
+        let encoded = par_map(&buckets, |part| {
+            part.iter()
+                .map(|(_, bucket)| match bucket.holders.is_empty() {
+                    true => Ok(None),
+                    false => {
+                        encode_bucket(bucket).map(Some).map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))
+                    }
+                })
+                .collect()
+        })?;
+        for ((key, _), bytes) in buckets.iter().zip(encoded) {
+            match bytes {
+                None => batch.delete_cf(holders_cf, key.0),
+                Some(b) => batch.put_cf(holders_cf, key.0, b),
             }
         }
         let journal_cf = self.cf(JOURNAL)?;
