@@ -6,7 +6,8 @@
 #   make bench                  # 1,000,000 people (≈ 1.35 M certificates)
 #   SIZE=10000000 make bench    # nationwide scale (takes a while)
 #
-# Steps: generate the data, a plain csv pass (the loader's ceiling), `pmh-load full`, the
+# Steps: generate the data, a plain csv pass (the loader's ceiling), `pmh-load full` and a
+# `pmh-load diff` of about 100,000 rows, the
 # engine benchmark (lookup vs raw get_pinned), the criterion suites, then pmh-server on
 # the loaded store with pmh-bench http: closed loop (ceiling + lookups) and open loop at
 # 10/25/50/75 % of the measured lookup peak. Only 127.0.0.1 is ever targeted.
@@ -37,12 +38,16 @@ umask 077
 "$bin/pmh-server" --print-demo-config --db "$work/store" | sed "s/^listen = .*/listen = \"127.0.0.1:$port\"/" >"$work/pmh.toml"
 sed -n 's/^token = "\(.*\)"$/\1/p' "$work/pmh.toml" | head -1 >"$work/gw.token"
 
-echo "bench: generating $size people" >&2
-"$bin/pmh-bench" gen --persons "$size" --out "$work/input" | tee "$results/gen.txt" >&2
+# The diff file: about 100,000 rows (the target size), whatever the size.
+diff_share=$(awk -v n="$size" 'BEGIN { s = 100000 * 100 / (n * 1.02); if (s > 100) s = 100; printf "%.3f", s }')
+echo "bench: generating $size people (diff: $diff_share % of them)" >&2
+"$bin/pmh-bench" gen --persons "$size" --diff-share "$diff_share" --out "$work/input" | tee "$results/gen.txt" >&2
 echo "bench: csv pass (the loader's ceiling)" >&2
 "$bin/pmh-bench" csv-pass "$work/input/full.csv" | tee "$results/csvpass.txt" >&2
 echo "bench: pmh-load full" >&2
 "$bin/pmh-load" full --quiet --config "$work/pmh.toml" "$work/input/full.csv" | tee "$results/load.txt" >&2
+echo "bench: pmh-load diff" >&2
+"$bin/pmh-load" diff --quiet --config "$work/pmh.toml" "$work/input/diff.csv" | tee "$results/diff.txt" >&2
 
 # The engine benchmark builds its own store from records held in memory: 2 M people is
 # its ceiling on 24 GiB (10 M was killed by the OOM killer at 24 GB RSS). Larger sizes

@@ -195,8 +195,30 @@ pub fn markdown(dir: &Path, plot_name: &str) -> String {
         }
         _ => o.push_str("| full load | not measured (load.txt or csvpass.txt missing) | | | | |\n"),
     }
+    if let Some(rss) = read(dir, "load.txt").and_then(|t| number_before(&t, "MiB")) {
+        let _ = writeln!(o, "| full load peak RSS | {rss:.0} MiB | | | < 2,048 MiB | {} |", verdict(rss < 2048.0));
+    }
+    if let Some(t) = read(dir, "diff.txt") {
+        let rows = number_before(&t, "rows read");
+        // "…, rejected 0, 1.8 s, 56654 rows/s, …": the number before the last " s,".
+        let secs = t.rfind(" s,").and_then(|i| t[..i].rsplit(", ").next()?.trim().parse::<f64>().ok());
+        match (rows, secs) {
+            (Some(r), Some(s)) => {
+                let per_100k = s * 100_000.0 / r.max(1.0);
+                let _ = writeln!(
+                    o,
+                    "| differential load (`pmh-load diff`, {r:.0} rows, right after the full load) | {s:.1} s | | | < 1 s for 100,000 rows | {} |",
+                    verdict(per_100k < 1.0)
+                );
+            }
+            _ => o.push_str("| differential load | not measured (diff.txt unreadable) | | | | |\n"),
+        }
+    }
     if let Some(t) = read(dir, "load.txt") {
         let _ = writeln!(o, "\nLoad summary: `{}`", t.trim());
+    }
+    if let Some(t) = read(dir, "diff.txt") {
+        let _ = writeln!(o, "\nDiff summary: `{}`", t.trim());
     }
 
     if !points.is_empty() {
@@ -364,7 +386,9 @@ mod tests {
             let v = serde_json::json!({"settings": {"rate": rate}, "lookup": {"latency_us": {"p50": 200, "p90": 400, "p99": p99, "p999": 9000}}});
             std::fs::write(dir.path().join(format!("http-open-{rate}.json")), v.to_string()).unwrap();
         }
-        std::fs::write(dir.path().join("load.txt"), "full load: ..., 200000 rows/s\n").unwrap();
+        std::fs::write(dir.path().join("load.txt"), "full load: ..., 200000 rows/s, peak RSS 700 MiB\n").unwrap();
+        let diff = "diff: 1 file(s), 101978 rows read, inserted 1, updated 2, deleted 3, unchanged 0, rejected 0, 1.8 s, 56654 rows/s, peak RSS 437 MiB\n";
+        std::fs::write(dir.path().join("diff.txt"), diff).unwrap();
         std::fs::write(dir.path().join("csvpass.txt"), "csv pass: 10 rows, 1 field bytes, 1 s, 2500000 rows/s\n")
             .unwrap();
         let md = markdown(dir.path(), "plot.svg");
@@ -372,6 +396,11 @@ mod tests {
         assert!(md.contains("| 0.75 | ≥ 0.7 | met |"), "{md}");
         assert!(md.contains("(30000 req/s offered) | 2500 µs | | | ≤ 1,000 µs | **missed** |"), "{md}");
         assert!(md.contains("| 0.080 | ≥ 500,000/s and ≥ 0.3 | **missed** |"), "{md}");
+        assert!(md.contains("| full load peak RSS | 700 MiB | | | < 2,048 MiB | met |"), "{md}");
+        assert!(
+            md.contains("101978 rows, right after the full load) | 1.8 s | | | < 1 s for 100,000 rows | **missed** |"),
+            "{md}"
+        );
         assert!(md.contains("![Lookup latency percentiles against offered rate](plot.svg)"));
         let svg = svg(&open_points(dir.path()));
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

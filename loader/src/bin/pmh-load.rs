@@ -269,7 +269,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     let rows = display.rows.load(Ordering::Relaxed);
     match result {
         Ok(line) => {
-            println!("{line}, {secs:.1} s, {:.0} rows/s", rows as f64 / secs);
+            let peak = peak_rss_mib().map(|m| format!(", peak RSS {m} MiB")).unwrap_or_default();
+            println!("{line}, {secs:.1} s, {:.0} rows/s{peak}", rows as f64 / secs);
             Ok(ExitCode::SUCCESS)
         }
         Err(LoadError::Rejected(errors)) => {
@@ -416,6 +417,14 @@ fn run_watch(cli: &Cli) -> Result<ExitCode, String> {
     let mut watcher = Watcher::open(opts, hub).map_err(|e| e.to_string())?;
     watcher.run(&stop);
     Ok(ExitCode::SUCCESS)
+}
+
+/// This process's peak resident memory (`VmHWM`), where the OS reports it.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib.div_ceil(1024))
 }
 
 fn diff_line(done: &[load::DiffSummary]) -> String {
