@@ -2,10 +2,14 @@
 //!
 //! ## Full load (全件): a new complete snapshot
 //! ```text
-//!  files ─▶ parse + validate (this thread) ─▶ batches ─▶ N workers: derive PMH-ID, store key,
-//!          serialize, digest ─▶ sorted runs on disk ─▶ k-way merge ─▶ holders.sst, source.sst
-//!          ─▶ Store::install_snapshot (ingest into the inactive pair, switch generation)
+//!  CSV ─▶ split into record batches (this thread) ─▶ N workers: validate, derive PMH-ID and
+//!  store key, serialize, digest ─▶ sorted runs on disk (O_DIRECT, cut by key range)
+//!  ─▶ merge tasks on N threads: source.sst (duplicates found here), holders-NNN.sst per key
+//!  range; each file read back into the page cache ─▶ Store::install_snapshot (ingest into
+//!  the inactive pair, switch generation)
 //! ```
+//! (JSON is parsed and validated on this thread and handed to the workers as rows.) The
+//! sort buffers and the merge are in [`crate::sort`].
 //! Memory stays bounded whatever the input size: the channel between the parser and the
 //! workers is bounded, and each worker spills a sorted run to the staging directory when
 //! its share of the sort budget is full. Every row of every file is validated before
