@@ -9,7 +9,7 @@
 //!  the inactive pair, switch generation)
 //! ```
 //! (JSON is parsed and validated on this thread and handed to the workers as rows.) The
-//! sort buffers and the merge are in [`crate::sort`].
+//! sort buffers and the merge are in `sort.rs`.
 //! Memory stays bounded whatever the input size: the channel between the parser and the
 //! workers is bounded, and each worker spills a sorted run to the staging directory when
 //! its share of the sort budget is full. Every row of every file is validated before
