@@ -293,3 +293,101 @@ fn installing_an_incomplete_prepared_directory_changes_nothing() {
     assert_eq!(answers(&store, "sample-utf8.csv", "2026-11-21"), before);
     assert!(store.verify().expect("verify").is_ok());
 }
+
+/// Writes `files` CSV files holding `people` people with 1–4 certificates each, a person's
+/// certificates scattered over the files and far apart in each, so that a full load must
+/// bring them together from different rows, runs and workers. Returns the files and every
+/// (My Number, history key) written.
+fn scattered_people(dir: &Path, people: u32, files: usize) -> (Vec<PathBuf>, Vec<(String, String)>) {
+    use pmh_engine::ids::make;
+    let header = "municipalityCode,orgSpecificCertificateTypeId,myNumber,basicFiveInfo.name,isNotDisclosed,\
+        medicalSubsidyInsurerNumber,certificationName,medicalSubsidyRecipientNumber,validFrom,validTo,historyKey,\
+        isDeleted,designatedMedicalInstitutions";
+    let mut bodies = vec![String::new(); files];
+    let mut written = Vec::new();
+    // Certificate j of every person, then certificate j + 1 of every person, …
+    for j in 0..4u32 {
+        for p in 0..people {
+            if j > p % 4 {
+                continue;
+            }
+            let my = make::my_number(u64::from(p) * 7_919 + 11);
+            let muni = make::municipality_code(13_101 + (p + j) % 20);
+            let insurer = make::insurer_number(54, 13, (p % 1000) as u16);
+            let recipient = make::national_recipient_number(p * 4 + j);
+            let history = format!("H{p}-{j}");
+            let f = ((p + j) as usize) % files;
+            bodies[f].push_str(&format!(
+                "{muni},T{j},{my},受給者{p},0,{insurer},難病,{recipient},2026-04-01,2027-03-31,{history},0,1311234569\n"
+            ));
+            written.push((my, history));
+        }
+    }
+    let paths = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let path = dir.join(format!("scattered-{i}.csv"));
+            std::fs::write(&path, format!("{header}\n{body}")).expect("write");
+            path
+        })
+        .collect();
+    (paths, written)
+}
+
+/// Each person's (history keys, names) as a consented lookup answers them.
+fn lookups(store: &Store, numbers: &[String]) -> Vec<(String, Vec<(String, String)>)> {
+    let deriver = PmhIdDeriver::new(SECRET);
+    let client = store.register_client("test");
+    let mut out = Vec::new();
+    for n in numbers {
+        let id = deriver.derive(&pmh_engine::MyNumber::parse(n).expect("my number"));
+        store.grant_consent(&id, clinic(), unix_now()).expect("grant");
+        let Lookup::Answered(e) =
+            store.lookup(client, &id, clinic(), Date::parse("2026-11-21").expect("date")).expect("lookup")
+        else {
+            panic!("consent was granted");
+        };
+        let mut certs: Vec<(String, String)> = e
+            .certificates()
+            .map(|c| (c.certificate.history_key.to_string(), c.certificate.basic_five_info.name.to_string()))
+            .collect();
+        certs.sort();
+        out.push((n.clone(), certs));
+    }
+    out
+}
+
+#[test]
+fn scattered_people_load_the_same_whatever_the_runs_and_key_ranges() {
+    let t = tempfile::tempdir().expect("tmp");
+    let (files, written) = scattered_people(t.path(), 400, 3);
+    let mut numbers: Vec<String> = written.iter().map(|(n, _)| n.clone()).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 400);
+
+    // The reference: the engine's in-memory snapshot builder, from the same parsed rows.
+    let reference = open(&t.path().join("reference"));
+    let deriver = PmhIdDeriver::new(SECRET);
+    let mut records = Vec::new();
+    for f in &files {
+        let rows = parse_all(Format::Csv, std::fs::File::open(f).expect("open"), &ParseOptions::default())
+            .expect("generated rows are valid");
+        records.extend(rows.into_iter().map(|r| (deriver.derive(&r.pmh_source), r.certificate)));
+    }
+    reference.load_snapshot(records, &t.path().join("reference-staging")).expect("reference loads");
+    let want = lookups(&reference, &numbers);
+    assert_eq!(want.iter().map(|(_, c)| c.len()).sum::<usize>(), written.len());
+
+    // One thread or several; everything in one run, or a run every few certificates.
+    for (threads, budget) in [(1, 512 << 20), (2, 512 << 20), (3, 4096), (2, 64 << 10)] {
+        let dir = t.path().join(format!("store-{threads}-{budget}"));
+        let store = open(&dir);
+        let opts = LoadOptions { threads, sort_budget_bytes: budget, ..LoadOptions::default() };
+        let s = load::full(&store, &deriver, &files, &opts, &NoProgress).expect("loads");
+        assert_eq!((s.certificates, s.holders), (written.len() as u64, 400), "{threads} threads, budget {budget}");
+        assert_eq!(lookups(&store, &numbers), want, "{threads} threads, budget {budget}");
+        assert!(store.verify().expect("verify").is_ok());
+    }
+}

@@ -41,7 +41,9 @@ struct Cli {
     /// Worker threads for a full load (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
-    /// Memory for sorting in a full load, in MiB (past it, sorted runs spill to disk).
+    /// Memory for sorting in a full load, in MiB (past it, sorted runs spill to disk). Each
+    /// spill is a run and every merge task opens every run, so a small value on a large
+    /// load means many open files: the default makes about 2 runs per GB of store.
     #[arg(long, global = true, default_value_t = 512)]
     sort_mib: usize,
     /// No progress output, only the summary or the errors.
