@@ -141,4 +141,10 @@ fn a_killed_full_load_leaves_the_previous_snapshot_serving() {
         assert!(r.is_ok(), "{:?}", r.problems);
         assert!(r.certificates > 0 && r.certificates < 100, "round {round}: the old snapshot serves");
     }
+    // The killed loads left their scratch files; the next full load removes them.
+    let leftovers = |dir: &Path| std::fs::read_dir(dir).map(|rd| rd.flatten().count()).unwrap_or(0);
+    assert!(leftovers(&staging) > 0, "kill -9 runs no clean-up");
+    let ok = pmh_load(&cfg, &["--quiet", "full", &data("sample-utf8.csv").display().to_string()]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    assert_eq!(leftovers(&staging), 0, "the next load cleans up after the killed ones");
 }
