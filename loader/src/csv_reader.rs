@@ -286,6 +286,26 @@ pub fn parse_csv<R: Read>(
     Ok(summary)
 }
 
+/// The encoding a file is read in: UTF-8 when it starts with a BOM (an error if it was
+/// declared Shift_JIS), else as declared (or still to detect).
+fn file_encoding(bom: bool, opts: &ParseOptions) -> Result<Encoding, ParseError> {
+    match (bom, opts.encoding) {
+        (true, Encoding::ShiftJis) => {
+            let msg = "the file starts with a UTF-8 byte-order mark but was declared Shift_JIS";
+            let file = opts.file_name.as_deref();
+            Err(ParseError::Invalid(vec![RowError::named(file, 0, FIELD_FILE.into(), "encoding", msg, "")]))
+        }
+        (true, _) => Ok(Encoding::Utf8),
+        (false, e) => Ok(e),
+    }
+}
+
+/// The message for a file without even a header row.
+fn empty_file(opts: &ParseOptions) -> ParseError {
+    let msg = "the file is empty: a header row is required";
+    ParseError::Invalid(vec![RowError::named(opts.file_name.as_deref(), 0, FIELD_FILE.into(), "header", msg, "")])
+}
+
 /// The record loop shared by [`parse_csv`] and [`split_csv`]: BOM, encoding, header, then
 /// every data record (1-based row, the encoding settled so far) to `on_record`, which may
 /// take the record out of the reused buffer. Returns the number of records and the settled
@@ -295,22 +315,12 @@ fn read_records<R: Read>(
     opts: &ParseOptions,
     mut on_record: impl FnMut(&Columns, Decoder, usize, &mut csv::ByteRecord),
 ) -> Result<(usize, Encoding), ParseError> {
-    let file = opts.file_name.as_deref();
     let (bom, input) = strip_bom(input)?;
-    let encoding = match (bom, opts.encoding) {
-        (true, Encoding::ShiftJis) => {
-            let msg = "the file starts with a UTF-8 byte-order mark but was declared Shift_JIS";
-            return Err(ParseError::Invalid(vec![RowError::named(file, 0, FIELD_FILE.into(), "encoding", msg, "")]));
-        }
-        (true, _) => Encoding::Utf8,
-        (false, e) => e,
-    };
-    let mut decoder = Decoder { encoding };
+    let mut decoder = Decoder { encoding: file_encoding(bom, opts)? };
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
     let mut record = csv::ByteRecord::new();
     if !read(&mut reader, &mut record)? {
-        let msg = "the file is empty: a header row is required";
-        return Err(ParseError::Invalid(vec![RowError::named(file, 0, FIELD_FILE.into(), "header", msg, "")]));
+        return Err(empty_file(opts));
     }
     decoder.settle(&record);
     let columns = read_header(&record, &decoder, opts).map_err(ParseError::Invalid)?;
@@ -356,6 +366,11 @@ pub struct CsvBatch {
     opts: std::sync::Arc<ParseOptions>,
     /// (1-based data row, raw record).
     records: Vec<(usize, csv::ByteRecord)>,
+    /// Or whole records as the file's bytes (from [`split_csv_chunks`]): `count` records,
+    /// the first of them data row `first_row`.
+    chunk: Vec<u8>,
+    first_row: usize,
+    count: usize,
 }
 
 impl CsvBatch {
@@ -365,16 +380,42 @@ impl CsvBatch {
         for (row, record) in &self.records {
             f(*row, v.validate(*row, record));
         }
+        if self.count == 0 {
+            return;
+        }
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&self.chunk[..]);
+        let mut record = csv::ByteRecord::new();
+        let mut n = 0;
+        // Reading from memory cannot fail; a failure would show as a count mismatch.
+        while n < self.count && reader.read_byte_record(&mut record).unwrap_or(false) {
+            let row = self.first_row + n;
+            f(row, v.validate(row, &record));
+            n += 1;
+        }
+        let more = n == self.count && reader.read_byte_record(&mut record).unwrap_or(false);
+        if n != self.count || more {
+            // The splitter and the csv reader disagree on where records end: a bug, never
+            // a reason to load rows out of place.
+            let msg = format!(
+                "internal error: records were split inconsistently after row {} (please report this file)",
+                self.first_row + n
+            );
+            let file = self.opts.file_name.as_deref();
+            f(
+                self.first_row + n,
+                Err(vec![RowError::named(file, self.first_row + n, FIELD_FILE.into(), "record boundaries", msg, "")]),
+            );
+        }
     }
 
     /// Rows in the batch.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.records.len() + self.count
     }
 
     /// Whether the batch is empty.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.len() == 0
     }
 }
 
@@ -418,15 +459,160 @@ pub fn split_csv<R: Read>(
         if records.len() >= batch_rows {
             let columns = shared_columns.get_or_insert_with(|| std::sync::Arc::new(columns.clone())).clone();
             let batch = std::mem::replace(&mut records, Vec::with_capacity(batch_rows));
-            on_batch(CsvBatch { columns, decoder, opts: shared_opts.clone(), records: batch });
+            on_batch(CsvBatch {
+                columns,
+                decoder,
+                opts: shared_opts.clone(),
+                records: batch,
+                chunk: Vec::new(),
+                first_row: 0,
+                count: 0,
+            });
         } else if shared_columns.is_none() {
             shared_columns = Some(std::sync::Arc::new(columns.clone()));
         }
     })?;
     if let (false, Some(columns)) = (records.is_empty(), shared_columns) {
-        on_batch(CsvBatch { columns, decoder: last, opts: shared_opts, records });
+        on_batch(CsvBatch {
+            columns,
+            decoder: last,
+            opts: shared_opts,
+            records,
+            chunk: Vec::new(),
+            first_row: 0,
+            count: 0,
+        });
     }
     Ok(done)
+}
+
+/// Splits a CSV file into chunks of whole records, about `chunk_bytes` each, for parallel
+/// parsing and validation: the same contract as [`split_csv`] — [`CsvBatch::validate`]
+/// gives exactly what [`parse_csv`] would, rows numbered as it numbers them — but this
+/// thread only finds where records end (`csv_scan`, which follows the csv reader's
+/// quoting rules and is tested against it) and copies the bytes; the threads that validate
+/// a chunk also split its fields, so records are not handed from core to core.
+///
+/// With the encoding to detect, the first chunk holding a non-ASCII byte settles it, on
+/// its first non-ASCII record, as [`parse_csv`] does; records before are ASCII, which
+/// reads the same in either encoding.
+pub fn split_csv_chunks<R: Read>(
+    input: R,
+    opts: &ParseOptions,
+    chunk_bytes: usize,
+    mut recycled: impl FnMut() -> Option<CsvBatch>,
+    mut on_batch: impl FnMut(CsvBatch),
+) -> Result<(usize, Encoding), ParseError> {
+    let chunk_bytes = chunk_bytes.max(1);
+    let (bom, mut input) = strip_bom(input)?;
+    let mut decoder = Decoder { encoding: file_encoding(bom, opts)? };
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes * 2);
+
+    // The header: the first record, read by the csv reader itself, which says where it
+    // ended (a record that ends exactly at the end of the buffer may go on: read more).
+    let mut eof = false;
+    let mut header = csv::ByteRecord::new();
+    let header_end = loop {
+        if !eof {
+            let target = buf.len() + chunk_bytes;
+            eof = fill(&mut input, &mut buf, target)?;
+        }
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&buf[..]);
+        if !read(&mut reader, &mut header)? {
+            if eof {
+                return Err(empty_file(opts));
+            }
+            continue;
+        }
+        let end = usize::try_from(reader.position().byte()).unwrap_or(usize::MAX).min(buf.len());
+        if end < buf.len() || eof {
+            break end;
+        }
+    };
+    decoder.settle(&header);
+    let columns = std::sync::Arc::new(read_header(&header, &decoder, opts).map_err(ParseError::Invalid)?);
+    let shared_opts = std::sync::Arc::new(opts.clone());
+    buf.drain(..header_end);
+    let mut scanner = crate::csv_scan::Scanner::new();
+    scanner.scan(&buf);
+
+    let mut rows = 0usize;
+    let mut emit = |bytes: &[u8], count: u64, decoder: &mut Decoder| {
+        if count == 0 {
+            return;
+        }
+        if decoder.encoding == Encoding::Auto && !bytes.is_ascii() {
+            // Settle on the first non-ASCII record, as the record loop does.
+            let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
+            let mut record = csv::ByteRecord::new();
+            while decoder.encoding == Encoding::Auto && r.read_byte_record(&mut record).unwrap_or(false) {
+                decoder.settle(&record);
+            }
+        }
+        let mut batch = match recycled() {
+            Some(mut b) => {
+                b.records.clear();
+                b.chunk.clear();
+                b
+            }
+            None => CsvBatch {
+                columns: columns.clone(),
+                decoder: *decoder,
+                opts: shared_opts.clone(),
+                records: Vec::new(),
+                chunk: Vec::with_capacity(chunk_bytes * 2),
+                first_row: 0,
+                count: 0,
+            },
+        };
+        batch.columns = columns.clone();
+        batch.opts = shared_opts.clone();
+        batch.decoder = *decoder;
+        batch.chunk.extend_from_slice(bytes);
+        batch.first_row = rows + 1;
+        batch.count = count as usize;
+        rows += count as usize;
+        on_batch(batch);
+    };
+    loop {
+        if !eof {
+            eof = fill(&mut input, &mut buf, chunk_bytes)?;
+            scanner.scan(&buf);
+        }
+        if eof {
+            let count = scanner.records_at_end();
+            emit(&buf, count, &mut decoder);
+            break;
+        }
+        let (cut, count) = scanner.cut();
+        if cut > 0 {
+            emit(&buf[..cut], count, &mut decoder);
+            buf.drain(..cut);
+            scanner.consume(cut);
+        } else {
+            // One record longer than a chunk: read on until it ends.
+            let more = buf.len() + chunk_bytes;
+            eof = fill(&mut input, &mut buf, more)?;
+            scanner.scan(&buf);
+        }
+    }
+    // Auto still undecided means the file is ASCII, which is UTF-8.
+    let settled = if decoder.encoding == Encoding::Auto { Encoding::Utf8 } else { decoder.encoding };
+    Ok((rows, settled))
+}
+
+/// Reads into `buf` until it holds `target` bytes or the input ends; `Ok(true)` at the end.
+fn fill<R: Read>(input: &mut R, buf: &mut Vec<u8>, target: usize) -> Result<bool, ParseError> {
+    let mut chunk = [0u8; 64 << 10];
+    while buf.len() < target {
+        match input.read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ParseError::Io(e)),
+        }
+    }
+    Ok(false)
 }
 
 /// Reads the next record; I/O failures are the only errors a byte-record reader reports.

@@ -67,6 +67,7 @@
 
 pub mod config;
 pub mod csv_reader;
+mod csv_scan;
 mod direct;
 pub mod error;
 mod field;

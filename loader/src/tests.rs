@@ -792,3 +792,65 @@ proptest! {
         let _ = crate::kana::normalise_kana(&s);
     }
 }
+
+/// What `split_csv_chunks` + `CsvBatch::validate` give, with the row numbers.
+fn chunked_rows(
+    input: &[u8],
+    opts: &ParseOptions,
+    chunk_bytes: usize,
+) -> (Result<(usize, Encoding), String>, Vec<RowResult>) {
+    let mut rows = Vec::new();
+    let r = crate::csv_reader::split_csv_chunks(
+        input,
+        opts,
+        chunk_bytes,
+        || None,
+        |batch| {
+            batch.validate(|_, r| rows.push(r));
+        },
+    );
+    (r.map_err(|e| format!("{e:?}")), rows)
+}
+
+#[test]
+fn chunked_splitting_reads_every_awkward_file_like_the_record_loop() {
+    let a = minimal_row("123456789018");
+    let b = minimal_row("234567890121");
+    let header = format!("{MINIMAL_HEADER},basicFiveInfo.name,basicFiveInfo.address");
+    let cases: Vec<Vec<u8>> = vec![
+        // Quoted fields holding delimiters, line breaks (LF, CRLF, CR) and doubled quotes.
+        format!("{header}\r\n{a},\"山田\"\"\r\n太郎\",\"千代田区,\n1\r2\"\r\n{b},x,\"\"\r\n").into_bytes(),
+        // A quote inside an unquoted field is a character; blank lines and CR line ends.
+        format!("{header}\n\n{a},ab\"c,d\"\r\r\n\n{b},\"e\"f,g\n\n").into_bytes(),
+        // … also when no other quote follows on its line (an inch mark).
+        format!("{header}\n{a},5\",x\n{b},x,\"y\"\n{a},\"z\",w\n").into_bytes(),
+        // A BOM, no final line end, a row with too many fields.
+        format!("\u{feff}{header}\n{a},x,y,z\n{b},x,y").into_bytes(),
+        // A quoted header cell and an unterminated quote at the end.
+        format!("{header},\"basicFiveInfo.nameKana\"\n{a},x,y,ﾀﾛｳ\n{b},\"x,y\n").into_bytes(),
+        // Header only; empty; blank lines only.
+        format!("{header}\n").into_bytes(),
+        Vec::new(),
+        b"\n\r\n".to_vec(),
+    ];
+    for (i, input) in cases.iter().enumerate() {
+        for encoding in [Encoding::Auto, Encoding::Utf8] {
+            let opts = ParseOptions { encoding, ..Default::default() };
+            let (whole, want) = collect(Format::Csv, input, &opts);
+            let whole = whole.map(|s| (s.rows, s.encoding)).map_err(|e| format!("{e:?}"));
+            for chunk_bytes in [1, 2, 3, 5, 8, 13, 64, 1 << 16] {
+                let (got, rows) = chunked_rows(input, &opts, chunk_bytes);
+                assert_eq!(got, whole, "case {i} {encoding} chunks of {chunk_bytes}");
+                assert_eq!(rows, want, "case {i} {encoding} chunks of {chunk_bytes}");
+            }
+        }
+    }
+    // Shift_JIS: detected on the first non-ASCII record, whichever chunk holds it.
+    let sjis = sjis_of_utf8_sample();
+    let (whole, want) = collect(Format::Csv, &sjis, &ParseOptions::default());
+    for chunk_bytes in [1, 10, 333, 1 << 16] {
+        let (got, rows) = chunked_rows(&sjis, &ParseOptions::default(), chunk_bytes);
+        assert_eq!(got, whole.as_ref().map(|s| (s.rows, s.encoding)).map_err(|e| format!("{e:?}")).clone());
+        assert_eq!(rows, want, "Shift_JIS in chunks of {chunk_bytes}");
+    }
+}

@@ -259,6 +259,35 @@ fn split_and_validate_in_batches_gives_exactly_what_parse_csv_gives() {
                 assert_eq!(a.is_ok(), b.is_ok(), "{file} {encoding:?}");
                 assert_eq!(whole, batched, "{file} {encoding:?} batches of {batch_rows}, recycled {recycle}");
             }
+            // Cut into chunks of whole records (down to a byte at a time, so every record
+            // is cut at every possible place), validated chunk by chunk.
+            for (chunk_bytes, recycle) in [(1, false), (7, true), (100, true), (1 << 20, false)] {
+                let done = std::cell::RefCell::new(Vec::new());
+                let mut chunked = Vec::new();
+                let c = pmh_loader::csv_reader::split_csv_chunks(
+                    &bytes[..],
+                    &opts,
+                    chunk_bytes,
+                    || done.borrow_mut().pop(),
+                    |batch| {
+                        batch.validate(|row, r| chunked.push((row, r)));
+                        if recycle {
+                            done.borrow_mut().push(batch);
+                        }
+                    },
+                );
+                let rows: Vec<usize> = chunked.iter().map(|(row, _)| *row).collect();
+                assert_eq!(rows, (1..=rows.len()).collect::<Vec<_>>(), "{file} {encoding:?} chunks of {chunk_bytes}");
+                let chunked: Vec<_> = chunked.into_iter().map(|(_, r)| r).collect();
+                match (&a, &c) {
+                    (Ok(summary), Ok((n, settled))) => {
+                        assert_eq!((summary.rows, summary.encoding), (*n, *settled), "{file} {encoding:?}");
+                    }
+                    (Err(x), Err(y)) => assert_eq!(format!("{x:?}"), format!("{y:?}"), "{file} {encoding:?}"),
+                    _ => panic!("{file} {encoding:?} chunks of {chunk_bytes}: {a:?} against {c:?}"),
+                }
+                assert_eq!(whole, chunked, "{file} {encoding:?} chunks of {chunk_bytes}, recycled {recycle}");
+            }
         }
     }
 }
