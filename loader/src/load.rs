@@ -2,7 +2,7 @@
 //!
 //! ## Full load (全件): a new complete snapshot
 //! ```text
-//!  CSV ─▶ split into record batches (this thread) ─▶ N workers: validate, derive PMH-ID and
+//!  CSV ─▶ cut into chunks of whole records (this thread) ─▶ N workers: split fields, validate, derive PMH-ID and
 //!  store key, serialize, digest ─▶ sorted runs on disk (O_DIRECT, cut by key range)
 //!  ─▶ merge tasks on N threads: source.sst (duplicates found here), holders-NNN.sst per key
 //!  range; each file read back into the page cache ─▶ Store::install_snapshot (ingest into
