@@ -306,7 +306,7 @@ fn empty_file(opts: &ParseOptions) -> ParseError {
     ParseError::Invalid(vec![RowError::named(opts.file_name.as_deref(), 0, FIELD_FILE.into(), "header", msg, "")])
 }
 
-/// The record loop shared by [`parse_csv`] and [`split_csv`]: BOM, encoding, header, then
+/// The record loop of [`parse_csv`]: BOM, encoding, header, then
 /// every data record (1-based row, the encoding settled so far) to `on_record`, which may
 /// take the record out of the reused buffer. Returns the number of records and the settled
 /// encoding.
@@ -358,16 +358,14 @@ impl RecordValidator<'_> {
     }
 }
 
-/// A batch of raw records of one CSV file, with what is needed to validate them on any
-/// thread ([`CsvBatch::validate`]). Produced by [`split_csv`].
+/// A chunk of whole records of one CSV file, with what is needed to split and validate
+/// them on any thread ([`CsvBatch::validate`]). Produced by [`split_csv_chunks`].
 pub struct CsvBatch {
     columns: std::sync::Arc<Columns>,
     decoder: Decoder,
     opts: std::sync::Arc<ParseOptions>,
-    /// (1-based data row, raw record).
-    records: Vec<(usize, csv::ByteRecord)>,
-    /// Or whole records as the file's bytes (from [`split_csv_chunks`]): `count` records,
-    /// the first of them data row `first_row`.
+    /// Whole records as the file's bytes: `count` records, the first of them data row
+    /// `first_row`.
     chunk: Vec<u8>,
     first_row: usize,
     count: usize,
@@ -377,9 +375,6 @@ impl CsvBatch {
     /// Validates every record of the batch, in order, handing each result to `f`.
     pub fn validate(&self, mut f: impl FnMut(usize, Result<ParsedRow, Vec<RowError>>)) {
         let v = RecordValidator { columns: &self.columns, decoder: self.decoder, opts: &self.opts };
-        for (row, record) in &self.records {
-            f(*row, v.validate(*row, record));
-        }
         if self.count == 0 {
             return;
         }
@@ -410,7 +405,7 @@ impl CsvBatch {
 
     /// Rows in the batch.
     pub fn len(&self) -> usize {
-        self.records.len() + self.count
+        self.count
     }
 
     /// Whether the batch is empty.
@@ -419,76 +414,9 @@ impl CsvBatch {
     }
 }
 
-/// Splits a CSV file into batches of raw records for parallel validation: the header is
-/// read and checked, the encoding settled, and records are handed to `on_batch` in file
-/// order, `batch_rows` at a time, *not yet validated* — [`CsvBatch::validate`] gives
-/// exactly the results [`parse_csv`] would (both run the same record loop). Returns the
-/// number of records and the settled encoding. Splitting is the cheap part of parsing
-/// (≈ a fifth of it), so one thread splitting keeps several validating.
-///
-/// `recycled` may return a batch that was handed out earlier and is done with: its record
-/// buffers are reused, so that a long file is split without allocating (and without
-/// freeing, on the validating threads, what this thread allocated).
-///
-/// A record is decoded with the encoding settled when its batch is handed out; records
-/// before the first non-ASCII one are ASCII, which reads the same in either encoding.
-pub fn split_csv<R: Read>(
-    input: R,
-    opts: &ParseOptions,
-    batch_rows: usize,
-    mut recycled: impl FnMut() -> Option<CsvBatch>,
-    mut on_batch: impl FnMut(CsvBatch),
-) -> Result<(usize, Encoding), ParseError> {
-    let batch_rows = batch_rows.max(1);
-    let shared_opts = std::sync::Arc::new(opts.clone());
-    let mut shared_columns: Option<std::sync::Arc<Columns>> = None;
-    // Record buffers to read into: from recycled batches, else new.
-    let mut spare: Vec<csv::ByteRecord> = Vec::new();
-    let mut records = Vec::with_capacity(batch_rows);
-    let mut last = Decoder { encoding: opts.encoding };
-    let done = read_records(input, opts, |columns, decoder, row, record| {
-        last = decoder;
-        if spare.is_empty()
-            && let Some(old) = recycled()
-        {
-            spare.extend(old.records.into_iter().map(|(_, r)| r));
-        }
-        // Hand the record over and give the reader a used buffer for the next one.
-        let next = spare.pop().unwrap_or_default();
-        records.push((row, std::mem::replace(record, next)));
-        if records.len() >= batch_rows {
-            let columns = shared_columns.get_or_insert_with(|| std::sync::Arc::new(columns.clone())).clone();
-            let batch = std::mem::replace(&mut records, Vec::with_capacity(batch_rows));
-            on_batch(CsvBatch {
-                columns,
-                decoder,
-                opts: shared_opts.clone(),
-                records: batch,
-                chunk: Vec::new(),
-                first_row: 0,
-                count: 0,
-            });
-        } else if shared_columns.is_none() {
-            shared_columns = Some(std::sync::Arc::new(columns.clone()));
-        }
-    })?;
-    if let (false, Some(columns)) = (records.is_empty(), shared_columns) {
-        on_batch(CsvBatch {
-            columns,
-            decoder: last,
-            opts: shared_opts,
-            records,
-            chunk: Vec::new(),
-            first_row: 0,
-            count: 0,
-        });
-    }
-    Ok(done)
-}
-
 /// Splits a CSV file into chunks of whole records, about `chunk_bytes` each, for parallel
-/// parsing and validation: the same contract as [`split_csv`] — [`CsvBatch::validate`]
-/// gives exactly what [`parse_csv`] would, rows numbered as it numbers them — but this
+/// parsing and validation: [`CsvBatch::validate`] gives exactly what [`parse_csv`] would,
+/// rows numbered as it numbers them, but this
 /// thread only finds where records end (`csv_scan`, which follows the csv reader's
 /// quoting rules and is tested against it) and copies the bytes; the threads that validate
 /// a chunk also split its fields, so records are not handed from core to core.
@@ -551,7 +479,6 @@ pub fn split_csv_chunks<R: Read>(
         }
         let mut batch = match recycled() {
             Some(mut b) => {
-                b.records.clear();
                 b.chunk.clear();
                 b
             }
@@ -559,7 +486,6 @@ pub fn split_csv_chunks<R: Read>(
                 columns: columns.clone(),
                 decoder: *decoder,
                 opts: shared_opts.clone(),
-                records: Vec::new(),
                 chunk: Vec::with_capacity(chunk_bytes * 2),
                 first_row: 0,
                 count: 0,

@@ -233,32 +233,13 @@ fn a_prepared_snapshot_installs_like_a_full_load_and_only_under_the_same_secret(
 }
 
 #[test]
-fn split_and_validate_in_batches_gives_exactly_what_parse_csv_gives() {
+fn chunks_validated_apart_give_exactly_what_parse_csv_gives() {
     for file in ["sample-utf8.csv", "sample-sjis.csv", "sample-diff.csv", "bad-rows.csv"] {
         for encoding in [pmh_loader::Encoding::Auto, pmh_loader::Encoding::Utf8, pmh_loader::Encoding::ShiftJis] {
             let opts = ParseOptions { encoding, municipality: None, file_name: Some(file.into()) };
             let bytes = std::fs::read(data(file)).expect("read");
             let mut whole = Vec::new();
             let a = pmh_loader::parse_csv(&bytes[..], &opts, |r| whole.push(r));
-            for (batch_rows, recycle) in [(1, false), (2, false), (1000, false), (1, true), (3, true)] {
-                // Validated batches handed back for reuse give the same rows as fresh ones.
-                let done = std::cell::RefCell::new(Vec::new());
-                let mut batched = Vec::new();
-                let b = pmh_loader::csv_reader::split_csv(
-                    &bytes[..],
-                    &opts,
-                    batch_rows,
-                    || done.borrow_mut().pop(),
-                    |batch| {
-                        batch.validate(|_, r| batched.push(r));
-                        if recycle {
-                            done.borrow_mut().push(batch);
-                        }
-                    },
-                );
-                assert_eq!(a.is_ok(), b.is_ok(), "{file} {encoding:?}");
-                assert_eq!(whole, batched, "{file} {encoding:?} batches of {batch_rows}, recycled {recycle}");
-            }
             // Cut into chunks of whole records (down to a byte at a time, so every record
             // is cut at every possible place), validated chunk by chunk.
             for (chunk_bytes, recycle) in [(1, false), (7, true), (100, true), (1 << 20, false)] {
