@@ -93,10 +93,6 @@ impl Clients {
         w.1.insert(name.to_owned(), id);
         ClientId(id)
     }
-
-    fn name(&self, id: ClientId) -> String {
-        self.names.read().0.get(id.0 as usize).cloned().unwrap_or_else(|| format!("client#{}", id.0))
-    }
 }
 
 /// Inline capacity for the disclosed-certificate identities of one entry (two typical
@@ -179,17 +175,32 @@ impl PendingAccess {
         }
     }
 
-    fn disclosed(&self) -> Vec<DisclosedCertificate> {
+    /// Writes this entry into `e`, reusing `e`'s strings and list: the writer thread keeps
+    /// one `AccessEntry` and serialises every entry through it, so that turning queued
+    /// entries into stored ones allocates nothing once the buffers have grown (eight
+    /// allocations per entry before, freed again right after serialising).
+    fn fill(&self, e: &mut AccessEntry, clients: &ClientNames<'_>) {
+        e.at_micros = self.at_micros;
+        e.pmh_id = self.pmh_id;
+        e.institution = self.institution;
+        clients.name_into(self.client, &mut e.client);
+        e.date = self.date;
+        e.outcome = self.outcome;
+        e.personal_disclosed = self.personal_disclosed;
         let mut b: &[u8] = match &self.spill {
             Some(s) => s,
             None => &self.inline[..usize::from(self.inline_len)],
         };
-        let mut out = Vec::new();
-        let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
-            let (h, t) = (b.get(..n)?.to_vec(), b.get(n..)?);
+        fn take<'b>(b: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
+            let (h, t) = (b.get(..n)?, b.get(n..)?);
             *b = t;
             Some(h)
-        };
+        }
+        fn set(s: &mut String, bytes: &[u8]) {
+            s.clear();
+            s.push_str(&String::from_utf8_lossy(bytes));
+        }
+        let mut n = 0;
         while !b.is_empty() {
             let Some(fixed) = take(&mut b, 10) else { break };
             let muni = u32::from_le_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]);
@@ -198,26 +209,49 @@ impl PendingAccess {
             let Some(t) = take(&mut b, tl) else { break };
             let Some(hl) = take(&mut b, 2) else { break };
             let Some(h) = take(&mut b, usize::from(u16::from_le_bytes([hl[0], hl[1]]))) else { break };
-            out.push(DisclosedCertificate {
-                municipality_code: muni,
-                insurer_number: ins,
-                org_specific_certificate_type_id: String::from_utf8_lossy(&t).into_owned(),
-                history_key: String::from_utf8_lossy(&h).into_owned(),
-            });
+            if n == e.disclosed.len() {
+                e.disclosed.push(DisclosedCertificate {
+                    municipality_code: 0,
+                    insurer_number: 0,
+                    org_specific_certificate_type_id: String::new(),
+                    history_key: String::new(),
+                });
+            }
+            let d = &mut e.disclosed[n];
+            d.municipality_code = muni;
+            d.insurer_number = ins;
+            set(&mut d.org_specific_certificate_type_id, t);
+            set(&mut d.history_key, h);
+            n += 1;
         }
-        out
+        e.disclosed.truncate(n);
+    }
+}
+
+/// The writer thread's copy of the client names, refreshed from [`Clients`] only when an
+/// entry names a client registered after the last refresh (no lock per entry).
+struct ClientNames<'c> {
+    clients: &'c Clients,
+    names: Vec<String>,
+}
+
+impl ClientNames<'_> {
+    fn name_into(&self, id: ClientId, out: &mut String) {
+        out.clear();
+        match self.names.get(id.0 as usize) {
+            Some(n) => out.push_str(n),
+            None => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "client#{}", id.0);
+            }
+        }
     }
 
-    fn into_entry(self, clients: &Clients) -> AccessEntry {
-        AccessEntry {
-            at_micros: self.at_micros,
-            pmh_id: self.pmh_id,
-            institution: self.institution,
-            client: clients.name(self.client),
-            date: self.date,
-            outcome: self.outcome,
-            personal_disclosed: self.personal_disclosed,
-            disclosed: self.disclosed(),
+    /// Makes sure every id of `entries` is known, if it is registered at all.
+    fn refresh_for(&mut self, entries: &[PendingAccess]) {
+        let known = self.names.len();
+        if entries.iter().any(|p| p.client.0 as usize >= known) {
+            self.names = self.clients.names.read().0.clone();
         }
     }
 }
@@ -318,6 +352,19 @@ fn run(db: Arc<DB>, shared: Arc<Shared>, failures: Arc<AtomicU64>) {
     let mut seq: u64 = 0;
     let wo = WriteOptions::default();
     let mut spare: Vec<PendingAccess> = Vec::new();
+    let mut names = ClientNames { clients: &shared.clients, names: Vec::new() };
+    // Reused for every entry (see `PendingAccess::fill`).
+    let mut entry = AccessEntry {
+        at_micros: 0,
+        pmh_id: [0; 16],
+        institution: 0,
+        client: String::new(),
+        date: 0,
+        outcome: AccessOutcome::Answered,
+        personal_disclosed: false,
+        disclosed: Vec::new(),
+    };
+    let mut value: Vec<u8> = Vec::with_capacity(256);
     loop {
         let (mut batch_entries, stop) = {
             let mut q = shared.queue.lock();
@@ -333,15 +380,17 @@ fn run(db: Arc<DB>, shared: Arc<Shared>, failures: Arc<AtomicU64>) {
         if !batch_entries.is_empty() {
             let mut batch = WriteBatch::default();
             if let Some(cf) = db.cf_handle(ACCESS_LOG) {
+                names.refresh_for(&batch_entries);
                 for p in batch_entries.drain(..) {
-                    let e = p.into_entry(&shared.clients);
+                    p.fill(&mut entry, &names);
                     seq += 1;
                     let mut key = [0u8; 32];
-                    key[..16].copy_from_slice(&e.pmh_id);
-                    key[16..24].copy_from_slice(&e.at_micros.to_be_bytes());
+                    key[..16].copy_from_slice(&entry.pmh_id);
+                    key[16..24].copy_from_slice(&entry.at_micros.to_be_bytes());
                     key[24..].copy_from_slice(&seq.to_be_bytes());
-                    match rkyv::to_bytes::<rkyv::rancor::Error>(&e) {
-                        Ok(v) => batch.put_cf(cf, key, v),
+                    value.clear();
+                    match rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&entry, &mut value).map(|_| ()) {
+                        Ok(()) => batch.put_cf(cf, key, &value),
                         Err(err) => tracing::error!(%err, "access log entry did not serialize"),
                     }
                 }
