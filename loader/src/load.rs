@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pmh_engine::change::{ApplyMode, ApplySummary};
+use pmh_engine::change::{ApplyMode, ApplySummary, Change};
 use pmh_engine::options::RocksTuning;
 use pmh_engine::record::Certificate;
 use pmh_engine::snapshot::SstOptions;
@@ -45,7 +45,8 @@ pub struct LoadOptions {
     pub format: Option<Format>,
     /// CSV text encoding.
     pub encoding: Encoding,
-    /// Worker threads for a full load (default: the machine's cores).
+    /// Worker threads for a full load and for parsing a differential CSV file (default:
+    /// the machine's cores).
     pub threads: usize,
     /// Memory for in-memory sorting, shared by the workers; past it, sorted runs are
     /// spilled to the staging directory. Default 512 MiB.
@@ -226,16 +227,14 @@ pub fn diff(
             Ok(r) => r,
             Err(e) => return Err((done, e)),
         };
-        let rows = match parse_all(format_of(path, opts), reader, &parse_options(path, opts)) {
-            Ok(rows) => rows,
-            Err(crate::ParseError::Invalid(e)) => return Err((done, LoadError::Rejected(e))),
-            Err(crate::ParseError::Io(e)) => return Err((done, io_err(path, e))),
-        };
-        progress.rows(rows.len() as u64);
-        let n = rows.len() as u64;
-        // Row numbers of the changes, to name both rows of a duplicate identity.
-        let row_of: Vec<usize> = rows.iter().map(|r| r.row).collect();
-        let changes = rows.into_iter().map(|r| r.into_change(deriver)).collect();
+        let (row_of, changes) =
+            match parse_changes(format_of(path, opts), reader, &parse_options(path, opts), deriver, opts.threads) {
+                Ok(parsed) => parsed,
+                Err(crate::ParseError::Invalid(e)) => return Err((done, LoadError::Rejected(e))),
+                Err(crate::ParseError::Io(e)) => return Err((done, io_err(path, e))),
+            };
+        progress.rows(changes.len() as u64);
+        let n = changes.len() as u64;
         match store.apply(changes, ApplyMode::Diff) {
             Ok(applied) => done.push(DiffSummary { file: path.clone(), rows: n, applied }),
             Err(pmh_engine::Error::Rejected(e)) => {
@@ -257,6 +256,73 @@ pub fn diff(
         }
     }
     Ok(done)
+}
+
+/// Parses a whole differential file into engine changes, all or nothing (as
+/// [`parse_all`]), with the row number of each change (to name both rows of a duplicate
+/// identity). CSV is cut into chunks of whole records that `threads` workers split,
+/// validate and turn into changes (deriving the PMH-ID) in parallel, exactly as the full
+/// load does: a 100,000-row diff spent a third of its time parsing on one core. JSON is
+/// parsed on this thread.
+pub fn parse_changes<R: Read>(
+    format: Format,
+    input: R,
+    opts: &ParseOptions,
+    deriver: &PmhIdDeriver,
+    threads: usize,
+) -> Result<(Vec<usize>, Vec<Change>), crate::ParseError> {
+    if format == Format::Json || threads < 2 {
+        let rows = parse_all(format, input, opts)?;
+        let row_of = rows.iter().map(|r| r.row).collect();
+        return Ok((row_of, rows.into_iter().map(|r| r.into_change(deriver)).collect()));
+    }
+    type Parsed = (usize, Vec<(usize, Change)>, Vec<RowError>);
+    let parsed: std::sync::Mutex<Vec<Parsed>> = std::sync::Mutex::new(Vec::new());
+    let split = std::thread::scope(|scope| {
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, crate::csv_reader::CsvBatch)>(threads * 2);
+        for _ in 0..threads {
+            let (rx, parsed) = (rx.clone(), &parsed);
+            scope.spawn(move || {
+                for (seq, batch) in rx {
+                    let (mut ok, mut errors) = (Vec::with_capacity(batch.len()), Vec::new());
+                    batch.validate(|row, r| match r {
+                        Ok(r) if errors.is_empty() => ok.push((row, r.into_change(deriver))),
+                        Ok(_) => {}
+                        Err(e) => errors.extend(e),
+                    });
+                    if !errors.is_empty() {
+                        ok.clear();
+                    }
+                    if let Ok(mut p) = parsed.lock() {
+                        p.push((seq, ok, errors));
+                    }
+                }
+            });
+        }
+        drop(rx);
+        let mut seq = 0;
+        let r = crate::csv_reader::split_csv_chunks(
+            input,
+            opts,
+            CHUNK_BYTES,
+            || None,
+            |b| {
+                // The workers only stop when the channel closes, so a send cannot fail.
+                let _ = tx.send((seq, b));
+                seq += 1;
+            },
+        );
+        drop(tx);
+        r
+    });
+    split?;
+    let mut parsed = parsed.into_inner().unwrap_or_default();
+    parsed.sort_unstable_by_key(|(seq, _, _)| *seq);
+    let errors: Vec<RowError> = parsed.iter_mut().flat_map(|(_, _, e)| std::mem::take(e)).collect();
+    if !errors.is_empty() {
+        return Err(crate::ParseError::Invalid(errors));
+    }
+    Ok(parsed.into_iter().flat_map(|(_, ok, _)| ok).unzip())
 }
 
 // ---- full load ------------------------------------------------------------------------
