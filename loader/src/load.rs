@@ -271,6 +271,18 @@ pub fn parse_changes<R: Read>(
     deriver: &PmhIdDeriver,
     threads: usize,
 ) -> Result<(Vec<usize>, Vec<Change>), crate::ParseError> {
+    parse_changes_in_chunks(format, input, opts, deriver, threads, CHUNK_BYTES)
+}
+
+/// [`parse_changes`] with CSV chunks of about `chunk_bytes` (tests use tiny ones).
+pub(crate) fn parse_changes_in_chunks<R: Read>(
+    format: Format,
+    input: R,
+    opts: &ParseOptions,
+    deriver: &PmhIdDeriver,
+    threads: usize,
+    chunk_bytes: usize,
+) -> Result<(Vec<usize>, Vec<Change>), crate::ParseError> {
     if format == Format::Json || threads < 2 {
         let rows = parse_all(format, input, opts)?;
         let row_of = rows.iter().map(|r| r.row).collect();
@@ -304,7 +316,7 @@ pub fn parse_changes<R: Read>(
         let r = crate::csv_reader::split_csv_chunks(
             input,
             opts,
-            CHUNK_BYTES,
+            chunk_bytes,
             || None,
             |b| {
                 // The workers only stop when the channel closes, so a send cannot fail.

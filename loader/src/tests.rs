@@ -854,3 +854,45 @@ fn chunked_splitting_reads_every_awkward_file_like_the_record_loop() {
         assert_eq!(rows, want, "Shift_JIS in chunks of {chunk_bytes}");
     }
 }
+
+#[test]
+fn parallel_diff_parsing_gives_the_changes_and_errors_of_the_sequential_parse() {
+    let deriver = PmhIdDeriver::new(b"parallel diff test");
+    let sequential = |input: &[u8], opts: &ParseOptions| {
+        parse_all(Format::Csv, input, opts).map(|rows| {
+            let row_of: Vec<usize> = rows.iter().map(|r| r.row).collect();
+            (row_of, rows.into_iter().map(|r| r.into_change(&deriver)).collect::<Vec<Change>>())
+        })
+    };
+    let files = ["sample-utf8.csv", "sample-sjis.csv", "sample-diff.csv", "bad-rows.csv"];
+    for name in files {
+        let input = read_data(name);
+        let opts = ParseOptions { file_name: Some(name.into()), ..Default::default() };
+        let want = format!("{:?}", sequential(&input, &opts));
+        for threads in [1, 2, 3] {
+            for chunk_bytes in [1, 7, 100, 1 << 20] {
+                let got = crate::load::parse_changes_in_chunks(
+                    Format::Csv,
+                    &input[..],
+                    &opts,
+                    &deriver,
+                    threads,
+                    chunk_bytes,
+                );
+                assert_eq!(format!("{got:?}"), want, "{name}, {threads} threads, chunks of {chunk_bytes}");
+            }
+        }
+    }
+    // The bad-rows file is rejected with every error, in row order, however it is cut.
+    let bad = crate::load::parse_changes_in_chunks(
+        Format::Csv,
+        &read_data("bad-rows.csv")[..],
+        &ParseOptions::default(),
+        &deriver,
+        2,
+        50,
+    );
+    let Err(ParseError::Invalid(errors)) = bad else { panic!("bad-rows.csv must be rejected") };
+    assert!(errors.len() > 10, "{errors:?}");
+    assert!(errors.windows(2).all(|w| w[0].row <= w[1].row), "errors out of row order");
+}
