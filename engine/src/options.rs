@@ -143,10 +143,6 @@ pub struct RocksTuning {
     /// takes a shard mutex and relinks its list on every hit, which showed up as the
     /// largest single cost of an in-memory get.
     pub cache: CacheKind,
-    /// Row cache (RocksDB `row_cache`): whole values of point reads, keyed by table file
-    /// and key, consulted before the block cache. A hit skips the index search, the
-    /// block-cache lookup and the seek inside the data block. `0` turns it off.
-    pub row_cache_bytes: usize,
 }
 
 /// Block cache implementation.
@@ -165,14 +161,6 @@ impl RocksTuning {
             CacheKind::HyperClock => Cache::new_hyper_clock_cache(self.block_cache_bytes, 0),
             CacheKind::Lru => Cache::new_lru_cache(self.block_cache_bytes),
         }
-    }
-
-    /// Creates the row cache, if one is configured.
-    pub(crate) fn new_row_cache(&self) -> Option<Cache> {
-        (self.row_cache_bytes > 0).then(|| match self.cache {
-            CacheKind::HyperClock => Cache::new_hyper_clock_cache(self.row_cache_bytes, 0),
-            CacheKind::Lru => Cache::new_lru_cache(self.row_cache_bytes),
-        })
     }
 }
 
@@ -208,7 +196,6 @@ impl Default for RocksTuning {
             index: IndexKind::BinarySearch,
             block_restart_interval: 1,
             cache: CacheKind::HyperClock,
-            row_cache_bytes: 0,
         }
     }
 }
@@ -227,9 +214,6 @@ impl RocksTuning {
         // path is already single-threaded (the access-log writer, the change-set lock).
         o.set_allow_concurrent_memtable_write(false);
         o.set_keep_log_file_num(10);
-        if let Some(rc) = self.new_row_cache() {
-            o.set_row_cache(&rc);
-        }
         o
     }
 

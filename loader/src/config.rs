@@ -449,7 +449,6 @@ struct RawRocks {
     cache: Option<String>,
     index: Option<String>,
     hash_index_prefix_len: Option<u64>,
-    row_cache_mib: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -715,12 +714,6 @@ fn rocks(cx: &Ctx<'_>, r: RawRocks) -> Result<RocksTuning, ConfigError> {
     if let Some(v) = r.block_cache_mib {
         t.block_cache_bytes = mib(v, "block_cache_mib")?;
     }
-    if let Some(v) = r.row_cache_mib {
-        t.row_cache_bytes = match v {
-            0 => 0,
-            v => mib(v, "row_cache_mib")?,
-        };
-    }
     if let Some(v) = r.block_size {
         t.block_size = to_usize(v)
             .filter(|v| (256..=(64 << 20)).contains(v))
@@ -975,7 +968,6 @@ const ALL_KEYS: &[&str] = &[
     "rocksdb.cache",
     "rocksdb.index",
     "rocksdb.hash_index_prefix_len",
-    "rocksdb.row_cache_mib",
     "store.sync_writes",
     "store.access_log_queue",
     "limits.max_body_bytes",

@@ -65,9 +65,6 @@ enum Cmd {
         /// Data-block hash index utilisation ratio; 0 disables it (tuning experiments).
         #[arg(long)]
         hash_ratio: Option<f64>,
-        /// Row cache size in MiB (default: the engine's).
-        #[arg(long)]
-        row_cache_mib: Option<usize>,
     },
     /// Builds a small synthetic store and shows a consented lookup, a refusal and the
     /// access log.
@@ -313,7 +310,6 @@ fn run(cli: Cli) -> Result<(), String> {
             restart_interval,
             lru,
             hash_ratio,
-            row_cache_mib,
         } => {
             let tmp;
             let dir = match dir {
@@ -336,9 +332,6 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             if lru {
                 config.rocks.cache = pmh_engine::options::CacheKind::Lru;
-            }
-            if let Some(m) = row_cache_mib {
-                config.rocks.row_cache_bytes = m << 20;
             }
             if let Some(p) = hash_index {
                 config.rocks.index = pmh_engine::options::IndexKind::Hash { prefix_len: p };
