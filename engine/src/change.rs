@@ -470,6 +470,16 @@ impl Store {
         if !batch.is_empty() {
             self.db.write_opt(batch, &self.write_options()).map_err(storage)?;
         }
+        if buckets.len() >= PARALLEL_MIN {
+            drop_elsewhere(buckets);
+        }
         Ok(sum)
     }
+}
+
+/// Frees a large change set's decoded holders on a thread of their own: millions of small
+/// allocations whose freeing the caller (an upload's answer, `pmh-load diff`'s exit) need
+/// not wait for. If no thread can be started they are freed here.
+fn drop_elsewhere<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new().name("pmh-free".into()).spawn(move || drop(value));
 }
