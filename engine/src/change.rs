@@ -19,7 +19,7 @@ use crate::error::{ChangeError, ChangeProblem, Error, storage};
 pub use crate::layout::SOURCE_VALUE_LEN;
 use crate::layout::{HOLDERS, JOURNAL, SOURCE};
 use crate::pmh_id::{PmhId, StoreKey};
-use crate::record::{Bucket, Certificate, CertificateId, Holder, decode_bucket_trusted, encode_bucket};
+use crate::record::{Bucket, Certificate, CertificateId, Holder, append_bucket, decode_bucket_trusted};
 use crate::store::{Store, hex};
 
 /// One change to the store.
@@ -447,22 +447,31 @@ impl Store {
         for (_, bucket) in &mut buckets {
             bucket.holders.retain(|h| !h.certificates.is_empty());
         }
+        // Each thread encodes its share of the buckets one after another into one buffer
+        // (no allocation per bucket, none of a growing vector's copies), then the batch
+        // copies them out in key order.
         let encoded = par_map(&buckets, |part| {
-            part.iter()
-                .map(|(_, bucket)| match bucket.holders.is_empty() {
-                    true => Ok(None),
-                    false => {
-                        encode_bucket(bucket).map(Some).map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))
-                    }
-                })
-                .collect()
+            let mut bytes = Vec::with_capacity(part.len() * 1024);
+            let mut ranges = Vec::with_capacity(part.len());
+            for (_, bucket) in part {
+                ranges.push(match bucket.holders.is_empty() {
+                    true => None,
+                    false => Some(
+                        append_bucket(bucket, &mut bytes)
+                            .map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))?,
+                    ),
+                });
+            }
+            Ok(vec![(bytes, ranges)])
         })?;
-        for ((key, _), bytes) in buckets.iter().zip(encoded) {
-            match bytes {
+        let ranges = encoded.iter().flat_map(|(bytes, ranges)| ranges.iter().map(move |r| (bytes, r)));
+        for ((key, _), (bytes, range)) in buckets.iter().zip(ranges) {
+            match range {
                 None => batch.delete_cf(holders_cf, key.0),
-                Some(b) => batch.put_cf(holders_cf, key.0, b),
+                Some(r) => batch.put_cf(holders_cf, key.0, &bytes[r.clone()]),
             }
         }
+        drop(encoded);
         let journal_cf = self.cf(JOURNAL)?;
         for (k, v) in journal(&sum) {
             batch.put_cf(journal_cf, k, v);

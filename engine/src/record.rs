@@ -367,12 +367,18 @@ pub fn encode_bucket(b: &Bucket) -> Result<Vec<u8>, rkyv::rancor::Error> {
 /// [`encode_bucket`] into a reused buffer: `out` is cleared and then holds the stored bytes.
 pub fn encode_bucket_into(b: &Bucket, out: &mut Vec<u8>) -> Result<(), rkyv::rancor::Error> {
     out.clear();
-    // The workspace's rkyv format is unaligned, so a plain `Vec` is a valid writer: no
-    // padding depends on where the buffer starts.
+    append_bucket(b, out).map(|_| ())
+}
+
+/// [`encode_bucket`] appended to `out`; returns where the stored bytes are in it. They are
+/// exactly what [`encode_bucket`] makes: the workspace's rkyv format is unaligned, so a
+/// plain `Vec` is a valid writer and no padding depends on where the archive starts.
+pub fn append_bucket(b: &Bucket, out: &mut Vec<u8>) -> Result<std::ops::Range<usize>, rkyv::rancor::Error> {
+    let start = out.len();
     rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(b, &mut *out)?;
-    let digest = xxhash_rust::xxh3::xxh3_64(out);
+    let digest = xxhash_rust::xxh3::xxh3_64(&out[start..]);
     out.extend_from_slice(&digest.to_le_bytes());
-    Ok(())
+    Ok(start..out.len())
 }
 
 /// The archive part of stored bytes, after checking the checksum trailer.
@@ -445,6 +451,24 @@ mod tests {
             assert!(a.holder(&[8; 16]).is_none());
         }
         assert_eq!(decode_bucket_trusted(&bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn appended_buckets_are_the_bytes_encode_bucket_makes() {
+        let one = Bucket { holders: vec![Holder { pmh_id: [7; 16], certificates: vec![cert()] }] };
+        let two = Bucket {
+            holders: vec![Holder { pmh_id: [9; 16], certificates: vec![cert(), Certificate::example("H2")] }],
+        };
+        for prefix in 0..5 {
+            let mut out = vec![0xAA; prefix];
+            let r1 = append_bucket(&one, &mut out).unwrap();
+            let r2 = append_bucket(&two, &mut out).unwrap();
+            assert_eq!((r1.start, r1.end, r2.start, r2.end), (prefix, r2.start, r1.end, out.len()));
+            assert_eq!(out[r1.clone()], encode_bucket(&one).unwrap()[..]);
+            assert_eq!(out[r2.clone()], encode_bucket(&two).unwrap()[..]);
+            assert_eq!(access_bucket(&out[r2.clone()]).unwrap().holders.len(), 1);
+            assert_eq!(decode_bucket_trusted(&out[r2]).unwrap(), two);
+        }
     }
 
     #[test]
