@@ -624,3 +624,79 @@ fn journal_scan_is_newest_first_and_stays_in_its_prefix() {
     assert_eq!(keys(b"u/1/\xff", 10), vec![b"u/1/\xff\xff".to_vec()]);
     assert_eq!(keys(b"", 10).len(), 5);
 }
+
+#[test]
+fn access_entries_written_one_after_another_carry_only_their_own_details() {
+    // The access-log writer reuses one entry and one buffer for every record it writes:
+    // nothing of an earlier record (a longer list of certificates, another client) may
+    // carry over into the next, whether they share a batch or not.
+    let t = store();
+    let (a, b, c) = (person(1), person(2), person(3));
+    let long = "L".repeat(40); // with H1 and H2, past the entry's inline buffer: it spills
+    let changes = vec![upsert(a, cert("H1")), upsert(a, cert("H2")), upsert(a, cert(&long)), upsert(b, cert("B1"))];
+    t.store.apply(changes, ApplyMode::Diff).unwrap();
+    for p in [a, b] {
+        t.store.grant_consent(&p, institution(), unix_now()).unwrap();
+    }
+    let day = date("2026-11-21");
+    let early = t.store.register_client("gw-early");
+    let _ = t.store.lookup(early, &a, institution(), day).unwrap();
+    t.store.flush_access_log();
+    // A client registered after the writer has written a batch without it.
+    let late = t.store.register_client("gw-late");
+    let _ = t.store.lookup(late, &b, institution(), day).unwrap();
+    let _ = t.store.lookup(late, &c, institution(), day).unwrap(); // no consent: refused
+    let _ = t.store.lookup(early, &b, institution(), day).unwrap();
+
+    let keys = |e: &pmh_engine::audit::AccessEntry| {
+        let mut k: Vec<String> = e.disclosed.iter().map(|d| d.history_key.clone()).collect();
+        k.sort();
+        k
+    };
+    let ha = t.store.access_history(&a).unwrap();
+    assert_eq!(ha.len(), 1);
+    assert_eq!(ha[0].client, "gw-early");
+    assert_eq!(keys(&ha[0]), vec!["H1".to_string(), "H2".to_string(), long.clone()]);
+    let hb = t.store.access_history(&b).unwrap();
+    assert_eq!(hb.len(), 2);
+    assert_eq!((hb[0].client.as_str(), keys(&hb[0])), ("gw-late", vec!["B1".to_string()]));
+    assert_eq!((hb[1].client.as_str(), keys(&hb[1])), ("gw-early", vec!["B1".to_string()]));
+    let hc = t.store.access_history(&c).unwrap();
+    assert_eq!(hc.len(), 1);
+    assert_eq!(hc[0].client, "gw-late");
+    assert_eq!(hc[0].outcome, AccessOutcome::ConsentRequired);
+    assert!(hc[0].disclosed.is_empty());
+    assert!(!hc[0].personal_disclosed);
+}
+
+#[test]
+fn a_change_set_split_across_threads_puts_every_bucket_under_its_own_key() {
+    // More buckets than the engine handles on one thread (4,096): their reads, encodes and
+    // the freeing of the decoded holders are split across threads, and the encoded bytes
+    // come back per thread; each must still land under its own key.
+    let t = store();
+    let n = 5_000usize;
+    let people: Vec<PmhId> = (0..n as u64).map(|i| person(i + 1)).collect();
+    let first: Vec<Change> = people.iter().enumerate().map(|(i, p)| upsert(*p, cert(&format!("H{i}")))).collect();
+    assert_eq!(t.store.apply(first, ApplyMode::Diff).unwrap().inserted, n as u64);
+    // Every person gains a certificate; every tenth loses the first one.
+    let mut second = Vec::new();
+    for (i, p) in people.iter().enumerate() {
+        second.push(upsert(*p, cert(&format!("X{i}"))));
+        if i % 10 == 0 {
+            second.push(Change::Delete(cert(&format!("H{i}")).id()));
+        }
+    }
+    let s = t.store.apply(second, ApplyMode::Diff).unwrap();
+    assert_eq!((s.inserted, s.deleted, s.updated), (n as u64, n as u64 / 10, 0));
+    for (i, p) in people.iter().enumerate() {
+        t.store.grant_consent(p, institution(), unix_now()).unwrap();
+        let mut want = vec![format!("X{i}")];
+        if i % 10 != 0 {
+            want.insert(0, format!("H{i}"));
+        }
+        want.sort();
+        assert_eq!(answered(&t.store, p, "2026-11-21"), Some(want), "person {i}");
+    }
+    assert!(t.store.verify().unwrap().is_ok());
+}
