@@ -864,11 +864,19 @@ fn parallel_diff_parsing_gives_the_changes_and_errors_of_the_sequential_parse() 
             (row_of, rows.into_iter().map(|r| r.into_change(&deriver)).collect::<Vec<Change>>())
         })
     };
-    let files = ["sample-utf8.csv", "sample-sjis.csv", "sample-diff.csv", "bad-rows.csv"];
-    for name in files {
-        let input = read_data(name);
-        let opts = ParseOptions { file_name: Some(name.into()), ..Default::default() };
-        let want = format!("{:?}", sequential(&input, &opts));
+    // The sample files, and files rejected before any row: an unknown column, a header
+    // without data rows, no bytes at all.
+    let mut files: Vec<(String, Vec<u8>)> = ["sample-utf8.csv", "sample-sjis.csv", "sample-diff.csv", "bad-rows.csv"]
+        .iter()
+        .map(|n| (n.to_string(), read_data(n)))
+        .collect();
+    let a = minimal_row("123456789018");
+    files.push(("unknown column".into(), format!("{MINIMAL_HEADER},noSuchField\n{a},x\n").into_bytes()));
+    files.push(("header only".into(), format!("{MINIMAL_HEADER}\n").into_bytes()));
+    files.push(("empty".into(), Vec::new()));
+    for (name, input) in &files {
+        let opts = ParseOptions { file_name: Some(name.clone()), ..Default::default() };
+        let want = format!("{:?}", sequential(input, &opts));
         for threads in [1, 2, 3] {
             for chunk_bytes in [1, 7, 100, 1 << 20] {
                 let got = crate::load::parse_changes_in_chunks(
