@@ -38,7 +38,8 @@ struct Cli {
     /// CSV encoding.
     #[arg(long, global = true, default_value = "auto")]
     encoding: Encoding,
-    /// Worker threads for a full load (default: all cores).
+    /// Worker threads for a full load and for parsing a differential CSV file (default:
+    /// all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     /// Memory for sorting in a full load, in MiB (past it, sorted runs spill to disk). Each
