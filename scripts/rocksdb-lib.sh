@@ -19,7 +19,7 @@ cpu=haswell   # keep in sync with .cargo/config.toml
 cxx=$(c++ --version 2>/dev/null | head -n 1 | sha256sum | cut -c1-12)
 dir="$cache/rocksdb/$ver-$codecs-$cpu-$cxx"
 if [ ! -f "$dir/librocksdb.a" ]; then
-  echo "rocksdb-lib: compiling RocksDB $ver once (about 15 minutes on 2 cores), cached in $dir" >&2
+  echo "rocksdb-lib: compiling RocksDB $ver once (15-35 minutes on 2 cores), cached in $dir" >&2
   (cd "$root" && env -u ROCKSDB_LIB_DIR -u ROCKSDB_STATIC \
      cargo build --locked --release -p librocksdb-sys --target-dir "$cache/rocksdb-build" >&2)
   lib=$(ls -t "$cache"/rocksdb-build/release/build/librocksdb-sys-*/out/librocksdb.a | head -n 1)
