@@ -700,3 +700,77 @@ fn a_change_set_split_across_threads_puts_every_bucket_under_its_own_key() {
     }
     assert!(t.store.verify().unwrap().is_ok());
 }
+
+/// The scheduling policy of each thread of this process named `rocksdb:*` (field 41 of
+/// `/proc/self/task/TID/stat`; 0 = SCHED_OTHER, 5 = SCHED_IDLE).
+#[cfg(target_os = "linux")]
+fn rocksdb_thread_policies() -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let (Ok(name), Ok(stat)) =
+            (std::fs::read_to_string(path.join("comm")), std::fs::read_to_string(path.join("stat")))
+        else {
+            continue; // exited meanwhile
+        };
+        if !name.starts_with("rocksdb:") {
+            continue;
+        }
+        // Fields after the parenthesised name start at field 3, so field 41 is index 38.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after.split(' ').nth(38).unwrap().parse().unwrap();
+        out.push((name.trim_end().to_owned(), policy));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn rocksdb_background_threads_move_to_the_idle_class_and_still_flush_and_compact() {
+    // RocksDB's thread pools belong to the process: the check runs in a process of its own
+    // (this test binary, running only the test below), so that no other test's flushes
+    // wait for idle CPU.
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "engine::idle_background_threads_in_own_process", "--ignored", "--test-threads=1"])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let tail: String = text.chars().skip(text.chars().count().saturating_sub(3000)).collect();
+    assert!(out.status.success(), "the child failed: {tail}");
+    assert!(text.contains("1 passed"), "the child ran no test: {text}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "run in a process of its own by rocksdb_background_threads_move_to_the_idle_class_and_still_flush_and_compact"]
+fn idle_background_threads_in_own_process() {
+    let t = store();
+    let before = rocksdb_thread_policies();
+    assert!(before.len() >= 2, "a flush and a compaction thread: {before:?}");
+    assert!(before.iter().all(|(_, p)| *p == 0), "{before:?}");
+    assert_eq!(t.store.idle_background_threads().unwrap(), before.len());
+    let after = rocksdb_thread_policies();
+    assert_eq!(after.len(), before.len());
+    assert!(after.iter().all(|(_, p)| *p == 5), "every rocksdb thread SCHED_IDLE: {after:?}");
+    // The test's own thread keeps the default class.
+    let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    assert_eq!(own[own.rfind(')').unwrap() + 2..].split(' ').nth(38), Some("0"));
+
+    // Flushes and compactions still run (on the idle threads) and lose nothing.
+    let people: Vec<PmhId> = (1..=200).map(person).collect();
+    let changes = |step: usize, tag: &str| -> Vec<Change> {
+        people.iter().enumerate().step_by(step).map(|(i, p)| upsert(*p, cert(&format!("{tag}-{i}")))).collect()
+    };
+    t.store.apply(changes(1, "H1"), ApplyMode::Diff).unwrap();
+    t.store.compact().unwrap();
+    t.store.apply(changes(2, "H2"), ApplyMode::Diff).unwrap();
+    t.store.compact().unwrap();
+    assert!(t.store.verify().unwrap().is_ok());
+    let gw = t.store.register_client("gw");
+    for (i, p) in people.iter().enumerate() {
+        t.store.grant_consent(p, institution(), unix_now()).unwrap();
+        let l = t.store.lookup(gw, p, institution(), date("2026-11-21")).unwrap();
+        assert_eq!(l.answered().unwrap().len(), if i % 2 == 0 { 2 } else { 1 }, "person {i}");
+    }
+}

@@ -61,7 +61,7 @@ pub use date::Date;
 pub use error::{ChangeError, ChangeProblem, Error};
 pub use ids::{InstitutionCode, InsurerNumber, MunicipalityCode, MyNumber};
 pub use lookup::{CertificateView, Eligibility, Lookup};
-pub use options::{ConsentLifetime, RocksTuning, StoreConfig};
+pub use options::{BackgroundPriority, ConsentLifetime, RocksTuning, StoreConfig};
 pub use pmh_id::{PmhId, PmhIdDeriver, StoreKey};
 pub use record::Certificate;
 pub use store::Store;

@@ -143,6 +143,27 @@ pub struct RocksTuning {
     /// takes a shard mutex and relinks its list on every hit, which showed up as the
     /// largest single cost of an in-memory get.
     pub cache: CacheKind,
+    /// CPU scheduling of RocksDB's flush and compaction threads in a serving process
+    /// (applied by [`crate::Store::idle_background_threads`]; `pmh-server` does it after
+    /// opening the store). Default [`BackgroundPriority::Idle`].
+    pub background_priority: BackgroundPriority,
+}
+
+/// CPU scheduling class of RocksDB's background (flush and compaction) threads.
+///
+/// A flush of the access log's 128 MB memtable sorts ≈ 840k entries, ≈ 2.7 s of CPU in
+/// one burst. On two cores shared with the request workers that burst took the lookups'
+/// open-loop p99 at half the peak from ≈ 2 ms to 50–700 ms whenever it fell inside the
+/// window; in the idle class it gave 14–36 ms in the same runs (docs/benchmarks.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackgroundPriority {
+    /// Linux `SCHED_IDLE`: background work runs on CPU time the request threads leave
+    /// free. It still runs (the machine is never busy all the time, and a waiting writer
+    /// frees its core), but a sustained 100 % load delays flushes, and a full memtable then
+    /// makes writers wait for them.
+    Idle,
+    /// The default scheduling class, like every other thread.
+    Normal,
 }
 
 /// Block cache implementation.
@@ -196,6 +217,7 @@ impl Default for RocksTuning {
             index: IndexKind::BinarySearch,
             block_restart_interval: 1,
             cache: CacheKind::HyperClock,
+            background_priority: BackgroundPriority::Idle,
         }
     }
 }

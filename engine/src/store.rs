@@ -26,6 +26,32 @@ thread_local! {
     static READ_OPTS: ReadOptions = ReadOptions::default();
 }
 
+#[cfg(target_os = "linux")]
+fn idle_rocksdb_threads() -> std::io::Result<usize> {
+    let mut moved = 0;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let task = task?;
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::pid_t>().ok()) else { continue };
+        // A thread that exited since the listing has no `comm` any more: skip it.
+        let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else { continue };
+        if !name.starts_with("rocksdb:") {
+            continue;
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a plain system call on a thread id of this process; `param` outlives it.
+        if unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        moved += 1;
+    }
+    Ok(moved)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn idle_rocksdb_threads() -> std::io::Result<usize> {
+    Ok(0)
+}
+
 /// A journal record: key and value.
 pub type JournalRecord = (Vec<u8>, Vec<u8>);
 
@@ -127,6 +153,20 @@ impl Store {
         store.clear_cf(HOLDERS[inactive])?;
         store.clear_cf(SOURCE[inactive])?;
         Ok(store)
+    }
+
+    /// Moves RocksDB's background threads (flushes, compactions: the threads named
+    /// `rocksdb:*`) into the idle scheduling class (`SCHED_IDLE`), so that they run on CPU
+    /// time the request threads leave free; see [`crate::BackgroundPriority`] for why. Returns
+    /// how many threads it moved.
+    ///
+    /// The thread pools belong to the process, not to this store: every store the process
+    /// has open shares them, and threads RocksDB starts later (a store opened afterwards
+    /// with more background jobs) keep the default class. A serving process opens one
+    /// store and calls this once after opening it; batch programs (`pmh-load`) leave their
+    /// threads alone. Linux only; elsewhere it moves nothing.
+    pub fn idle_background_threads(&self) -> Result<usize, Error> {
+        idle_rocksdb_threads().map_err(|e| Error::Io(format!("RocksDB background threads to SCHED_IDLE: {e}")))
     }
 
     /// The directory of this store.

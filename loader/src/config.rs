@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pmh_engine::ids::make;
-use pmh_engine::options::{CacheKind, Compression, IndexKind};
+use pmh_engine::options::{BackgroundPriority, CacheKind, Compression, IndexKind};
 use pmh_engine::{ConsentLifetime, InsurerNumber, MunicipalityCode, PmhIdDeriver, RocksTuning, StoreConfig};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -449,6 +449,7 @@ struct RawRocks {
     cache: Option<String>,
     index: Option<String>,
     hash_index_prefix_len: Option<u64>,
+    background_priority: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -775,6 +776,15 @@ fn rocks(cx: &Ctx<'_>, r: RawRocks) -> Result<RocksTuning, ConfigError> {
             _ => return Err(cx.invalid(k("cache"), format!("{v:?}: must be \"hyper-clock\" or \"lru\""))),
         };
     }
+    if let Some(v) = r.background_priority {
+        t.background_priority = match v.as_str() {
+            "idle" => BackgroundPriority::Idle,
+            "normal" => BackgroundPriority::Normal,
+            _ => {
+                return Err(cx.invalid(k("background_priority"), format!("{v:?}: must be \"idle\" or \"normal\"")));
+            }
+        };
+    }
     let prefix_len = match r.hash_index_prefix_len {
         None => DEFAULT_HASH_INDEX_PREFIX_LEN,
         Some(v) => to_usize(v)
@@ -968,6 +978,7 @@ const ALL_KEYS: &[&str] = &[
     "rocksdb.cache",
     "rocksdb.index",
     "rocksdb.hash_index_prefix_len",
+    "rocksdb.background_priority",
     "store.sync_writes",
     "store.access_log_queue",
     "limits.max_body_bytes",
@@ -1090,6 +1101,7 @@ block_restart_interval = 16
 cache = "lru"
 index = "hash"
 hash_index_prefix_len = 12
+background_priority = "normal"
 [store]
 sync_writes = false
 access_log_queue = 1024
@@ -1113,6 +1125,7 @@ request_timeout = "1500ms"
         assert_eq!(r.compression, Compression::Lz4);
         assert_eq!(r.cache, CacheKind::Lru);
         assert_eq!(r.index, IndexKind::Hash { prefix_len: 12 });
+        assert_eq!(r.background_priority, BackgroundPriority::Normal);
         assert_eq!(sc.consent_lifetime, ConsentLifetime::Seconds(86_400));
         assert_eq!((sc.sync_writes, sc.access_log_queue), (false, 1024));
         assert_eq!(sc.secret_fingerprint, Some(PmhIdDeriver::new(b"s3cret-for-tests").fingerprint()));
@@ -1255,6 +1268,10 @@ request_timeout = "1500ms"
         assert_eq!(
             err("[rocksdb]\ncache = \"clock\"\n"),
             "test.toml: rocksdb.cache: \"clock\": must be \"hyper-clock\" or \"lru\""
+        );
+        assert_eq!(
+            err("[rocksdb]\nbackground_priority = \"low\"\n"),
+            "test.toml: rocksdb.background_priority: \"low\": must be \"idle\" or \"normal\""
         );
         assert_eq!(
             err("[rocksdb]\nindex = \"btree\"\n"),

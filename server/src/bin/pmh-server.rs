@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use pmh_engine::Store;
+use pmh_engine::{BackgroundPriority, Store};
 use pmh_loader::config::Config;
 use pmh_server::serve::ServeOptions;
 use pmh_server::{AppState, app, serve};
@@ -93,6 +93,13 @@ fn run(cli: Cli) -> Result<(), String> {
     let store = Store::open(&config.db, config.store_config()).map_err(|e| format!("{}: {e}", config.db.display()))?;
     let store = Arc::new(store);
     tracing::info!(db = %config.db.display(), generation = store.generation(), took_ms = t.elapsed().as_millis() as u64, "store open");
+    if config.rocksdb.background_priority == BackgroundPriority::Idle {
+        // Flushes and compactions on the CPU time lookups leave free (docs/configuration.md).
+        match store.idle_background_threads() {
+            Ok(n) => tracing::info!(threads = n, "RocksDB background threads in the idle scheduling class"),
+            Err(e) => tracing::warn!(%e, "RocksDB background threads keep the default scheduling class"),
+        }
+    }
     let listen = config.listen;
     let state = AppState::new(store.clone(), config).map_err(|e| e.to_string())?;
     let router = app(state);
