@@ -151,10 +151,11 @@ pub struct RocksTuning {
 
 /// CPU scheduling class of RocksDB's background (flush and compaction) threads.
 ///
-/// A flush of the access log's 128 MB memtable sorts ≈ 840k entries, ≈ 2.7 s of CPU in
-/// one burst. On two cores shared with the request workers that burst took the lookups'
-/// open-loop p99 at half the peak from ≈ 2 ms to 50–700 ms whenever it fell inside the
-/// window; in the idle class it gave 14–36 ms in the same runs (docs/benchmarks.md).
+/// A flush of the access log's 128 MB memtable sorts ≈ 840k entries, 2.2–2.7 s of CPU in
+/// one burst. On two cores shared with the request workers, that burst took the lookups'
+/// open-loop p99 at 20,000 req/s (≈ 60 % of the peak) to 50–940 ms whenever it fell inside
+/// the window; in the idle class the same runs gave 13–64 ms, and the `make bench` p99 at
+/// half the peak went from 106 ms to 1.1 ms (docs/benchmarks.md, fourth round).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackgroundPriority {
     /// Linux `SCHED_IDLE`: background work runs on CPU time the request threads leave

@@ -40,7 +40,11 @@ fn idle_rocksdb_threads() -> std::io::Result<usize> {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: a plain system call on a thread id of this process; `param` outlives it.
         if unsafe { libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) } != 0 {
-            return Err(std::io::Error::last_os_error());
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                continue; // exited meanwhile
+            }
+            return Err(e);
         }
         moved += 1;
     }
