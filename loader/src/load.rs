@@ -288,29 +288,32 @@ pub(crate) fn parse_changes_in_chunks<R: Read>(
         let row_of = rows.iter().map(|r| r.row).collect();
         return Ok((row_of, rows.into_iter().map(|r| r.into_change(deriver)).collect()));
     }
+    // Each worker keeps what it parsed, tagged with the chunk's sequence number, and hands
+    // it back when it ends; the chunks are put back in file order below.
     type Parsed = (usize, Vec<(usize, Change)>, Vec<RowError>);
-    let parsed: std::sync::Mutex<Vec<Parsed>> = std::sync::Mutex::new(Vec::new());
-    let split = std::thread::scope(|scope| {
+    let (split, mut parsed) = std::thread::scope(|scope| {
         let (tx, rx) = crossbeam_channel::bounded::<(usize, crate::csv_reader::CsvBatch)>(threads * 2);
-        for _ in 0..threads {
-            let (rx, parsed) = (rx.clone(), &parsed);
-            scope.spawn(move || {
-                for (seq, batch) in rx {
-                    let (mut ok, mut errors) = (Vec::with_capacity(batch.len()), Vec::new());
-                    batch.validate(|row, r| match r {
-                        Ok(r) if errors.is_empty() => ok.push((row, r.into_change(deriver))),
-                        Ok(_) => {}
-                        Err(e) => errors.extend(e),
-                    });
-                    if !errors.is_empty() {
-                        ok.clear();
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = rx.clone();
+                scope.spawn(move || {
+                    let mut mine: Vec<Parsed> = Vec::new();
+                    for (seq, batch) in rx {
+                        let (mut ok, mut errors) = (Vec::with_capacity(batch.len()), Vec::new());
+                        batch.validate(|row, r| match r {
+                            Ok(r) if errors.is_empty() => ok.push((row, r.into_change(deriver))),
+                            Ok(_) => {}
+                            Err(e) => errors.extend(e),
+                        });
+                        if !errors.is_empty() {
+                            ok.clear();
+                        }
+                        mine.push((seq, ok, errors));
                     }
-                    if let Ok(mut p) = parsed.lock() {
-                        p.push((seq, ok, errors));
-                    }
-                }
-            });
-        }
+                    mine
+                })
+            })
+            .collect();
         drop(rx);
         let mut seq = 0;
         let r = crate::csv_reader::split_csv_chunks(
@@ -325,10 +328,14 @@ pub(crate) fn parse_changes_in_chunks<R: Read>(
             },
         );
         drop(tx);
-        r
+        // A worker that panicked takes the caller down with it, as a scoped thread would.
+        let parsed: Vec<Parsed> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect();
+        (r, parsed)
     });
     split?;
-    let mut parsed = parsed.into_inner().unwrap_or_default();
     parsed.sort_unstable_by_key(|(seq, _, _)| *seq);
     let errors: Vec<RowError> = parsed.iter_mut().flat_map(|(_, _, e)| std::mem::take(e)).collect();
     if !errors.is_empty() {

@@ -904,3 +904,27 @@ fn parallel_diff_parsing_gives_the_changes_and_errors_of_the_sequential_parse() 
     assert!(errors.len() > 10, "{errors:?}");
     assert!(errors.windows(2).all(|w| w[0].row <= w[1].row), "errors out of row order");
 }
+
+#[test]
+fn parallel_diff_parsing_reports_a_read_error_and_returns_no_changes() {
+    // Good rows before the failure must not come back as a partial change set.
+    let deriver = PmhIdDeriver::new(b"parallel diff test");
+    let rows: String = (0..50u64).map(|i| format!("{}\n", minimal_row(&make::my_number(1000 + i)))).collect();
+    let csv = format!("{MINIMAL_HEADER}\n{rows}");
+    for threads in [1, 2, 3] {
+        for chunk_bytes in [1, 100, 1 << 20] {
+            let got = crate::load::parse_changes_in_chunks(
+                Format::Csv,
+                FailAfter { head: csv.as_bytes() },
+                &ParseOptions::default(),
+                &deriver,
+                threads,
+                chunk_bytes,
+            );
+            match got {
+                Err(ParseError::Io(e)) => assert!(e.to_string().contains("disk on fire"), "{e}"),
+                other => panic!("{threads} threads, chunks of {chunk_bytes}: {other:?}"),
+            }
+        }
+    }
+}
