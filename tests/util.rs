@@ -19,6 +19,7 @@ pub fn config() -> StoreConfig {
         ..StoreConfig::default()
     };
     c.rocks.block_cache_bytes = 8 << 20;
+    c.rocks.row_cache_bytes = 8 << 20;
     c
 }
 

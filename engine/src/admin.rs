@@ -37,6 +37,8 @@ pub struct StoreStats {
     pub live_consents: usize,
     /// Access-log batches that failed to write since start.
     pub access_log_failures: u64,
+    /// Bytes held by the row cache (0 when it is off).
+    pub row_cache_bytes: u64,
 }
 
 /// What `verify` found.
@@ -94,6 +96,7 @@ impl Store {
             column_families: cfs,
             live_consents: self.live_consents(),
             access_log_failures: self.audit.failures.load(Ordering::Relaxed),
+            row_cache_bytes: self.row_cache.as_ref().map_or(0, |c| c.get_usage() as u64),
         })
     }
 

@@ -139,6 +139,19 @@ pub struct RocksTuning {
     /// hashes, so prefix compression saves nothing, and with the data-block hash index a
     /// lookup then decodes exactly one entry instead of scanning up to 16.
     pub block_restart_interval: i32,
+    /// RocksDB's row cache (key → value of point reads, consulted before any table file
+    /// is searched), bytes; 0 turns it off. Default 0 (off). A hit skips the bloom probe,
+    /// the index binary search, the block-cache lookup and the in-block search (raw get
+    /// 4.9 → 2.2 µs when every person fits); a miss pays an allocation, a copy of the
+    /// value and an eviction on top of the block read (4.9 → 8.0 µs when none fits). It
+    /// pays when most lookups repeat a recent one — a pre-visit batch check followed by
+    /// the reception's lookup, reception then billing — and costs when most are a
+    /// patient's first of the day (measurements: docs/benchmarks.md, fifth round).
+    /// Entries are keyed by table file, which never changes, so a hit is never stale:
+    /// newer writes sit in the memtable or newer files, which are read first. Batched
+    /// reads fill it too (a change set's reads), so offline tools (`pmh-load`,
+    /// `pmh-admin`) turn it off ([`RocksTuning::for_offline_tools`]).
+    pub row_cache_bytes: usize,
     /// Block cache implementation. Default HyperClock: lock-free lookups; the LRU cache
     /// takes a shard mutex and relinks its list on every hit, which showed up as the
     /// largest single cost of an in-memory get.
@@ -205,6 +218,7 @@ impl Default for RocksTuning {
     fn default() -> RocksTuning {
         RocksTuning {
             block_cache_bytes: 1 << 30,
+            row_cache_bytes: 0,
             block_size: 4096,
             bloom_bits_per_key: 10.0,
             data_block_hash_ratio: Some(0.75),
@@ -225,7 +239,7 @@ impl Default for RocksTuning {
 
 impl RocksTuning {
     /// DB-wide options.
-    pub(crate) fn db_options(&self) -> Options {
+    pub(crate) fn db_options(&self, row_cache: Option<&Cache>) -> Options {
         let mut o = Options::default();
         o.create_if_missing(true);
         o.create_missing_column_families(true);
@@ -237,7 +251,24 @@ impl RocksTuning {
         // path is already single-threaded (the access-log writer, the change-set lock).
         o.set_allow_concurrent_memtable_write(false);
         o.set_keep_log_file_num(10);
+        if let Some(c) = row_cache {
+            o.set_row_cache(c);
+        }
         o
+    }
+
+    /// The row cache this tuning asks for, if any. LRU: the HyperClock cache measured no
+    /// faster as a row cache (docs/benchmarks.md, fifth round).
+    pub(crate) fn new_row_cache(&self) -> Option<Cache> {
+        (self.row_cache_bytes > 0).then(|| Cache::new_lru_cache(self.row_cache_bytes))
+    }
+
+    /// This tuning for a process that does not serve lookups (`pmh-load`, `pmh-admin`):
+    /// no row cache, since a bulk job's batched reads would only fill it with values read
+    /// once.
+    pub fn for_offline_tools(mut self) -> RocksTuning {
+        self.row_cache_bytes = 0;
+        self
     }
 
     /// Options of the point-lookup column families (holders, source index, consents).

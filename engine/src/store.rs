@@ -80,6 +80,8 @@ pub struct Store {
     pub(crate) key_fn: KeyFn,
     pub(crate) path: PathBuf,
     _cache: Cache,
+    /// RocksDB's row cache, if configured (its usage is reported in stats).
+    pub(crate) row_cache: Option<Cache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -111,7 +113,9 @@ impl Store {
             };
             ColumnFamilyDescriptor::new(name, opts)
         });
-        let db = DB::open_cf_descriptors(&config.rocks.db_options(), &path, descriptors).map_err(storage)?;
+        let row_cache = config.rocks.new_row_cache();
+        let db = DB::open_cf_descriptors(&config.rocks.db_options(row_cache.as_ref()), &path, descriptors)
+            .map_err(storage)?;
         let db = Arc::new(db);
 
         let meta = cf(&db, META)?;
@@ -149,6 +153,7 @@ impl Store {
             key_fn,
             path,
             _cache: cache,
+            row_cache,
         };
         store.load_consents()?;
         // A load killed before its switch leaves data in the inactive pair; nothing reads
@@ -397,18 +402,38 @@ impl Store {
 
     // ---- maintenance helpers --------------------------------------------------------
 
-    /// Empties a column family: drops whole files, range-deletes the rest, compacts the
-    /// tombstones away. Used on the inactive pair only.
+    /// Empties a column family: flushes it, drops its files below level 0 whole,
+    /// point-deletes whatever is left (level-0 files, which RocksDB never drops, and files
+    /// a running compaction holds: at most the changes since the last compaction), and
+    /// compacts the tombstones away. Used on the inactive pair only. Not a range delete:
+    /// RocksDB refuses those when the row cache is on.
     pub(crate) fn clear_cf(&self, name: &str) -> Result<(), Error> {
+        /// Point deletes per batch when leftovers are cleared.
+        const BATCH: usize = 65_536;
         let cf = self.cf(name)?;
         if self.db.iterator_cf(cf, rocksdb::IteratorMode::Start).next().is_none() {
             return Ok(());
         }
+        self.db.flush_cf(cf).map_err(storage)?;
         let (lo, hi) = (&[0u8][..], &[0xffu8; 64][..]);
         self.db.delete_file_in_range_cf(cf, lo, hi).map_err(storage)?;
-        self.db.delete_range_cf(cf, lo, hi).map_err(storage)?;
+        loop {
+            let mut batch = WriteBatch::default();
+            for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start).take(BATCH) {
+                let (k, _) = item.map_err(storage)?;
+                batch.delete_cf(cf, k);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            self.db.write(batch).map_err(storage)?;
+        }
         self.db.flush_cf(cf).map_err(storage)?;
-        self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        // Forced at the bottommost level too: a tombstone and the value it deletes can
+        // otherwise both be moved down as they are and stay on disk.
+        let mut co = rocksdb::CompactOptions::default();
+        co.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &co);
         Ok(())
     }
 }

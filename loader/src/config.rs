@@ -355,6 +355,14 @@ impl Config {
         }
     }
 
+    /// [`Config::store_config`] for a process that does not serve lookups (`pmh-load`,
+    /// `pmh-admin`): without the row cache ([`RocksTuning::for_offline_tools`]).
+    pub fn offline_store_config(&self) -> StoreConfig {
+        let mut c = self.store_config();
+        c.rocks = c.rocks.for_offline_tools();
+        c
+    }
+
     /// The PMH-ID deriver under `pmh_id_secret`; an error when no secret is set.
     pub fn deriver(&self) -> Result<PmhIdDeriver, ConfigError> {
         match &self.pmh_id_secret {
@@ -435,6 +443,7 @@ struct RawToken {
 #[serde(deny_unknown_fields)]
 struct RawRocks {
     block_cache_mib: Option<u64>,
+    row_cache_mib: Option<u64>,
     block_size: Option<u64>,
     bloom_bits_per_key: Option<f64>,
     data_block_hash_ratio: Option<f64>,
@@ -715,6 +724,12 @@ fn rocks(cx: &Ctx<'_>, r: RawRocks) -> Result<RocksTuning, ConfigError> {
     if let Some(v) = r.block_cache_mib {
         t.block_cache_bytes = mib(v, "block_cache_mib")?;
     }
+    if let Some(v) = r.row_cache_mib {
+        t.row_cache_bytes = v
+            .checked_mul(1 << 20)
+            .and_then(to_usize)
+            .ok_or_else(|| cx.invalid(k("row_cache_mib"), "must be 0 (off) or a size in MiB that fits in memory"))?;
+    }
     if let Some(v) = r.block_size {
         t.block_size = to_usize(v)
             .filter(|v| (256..=(64 << 20)).contains(v))
@@ -964,6 +979,7 @@ const ALL_KEYS: &[&str] = &[
     "tokens[].municipality",
     "tokens[].insurer_numbers",
     "rocksdb.block_cache_mib",
+    "rocksdb.row_cache_mib",
     "rocksdb.block_size",
     "rocksdb.bloom_bits_per_key",
     "rocksdb.data_block_hash_ratio",
@@ -1087,6 +1103,7 @@ consent_ttl = "24h"
 pmh_id_secret = "s3cret-for-tests"
 [rocksdb]
 block_cache_mib = 256
+row_cache_mib = 64
 block_size = 8192
 bloom_bits_per_key = 12
 data_block_hash_ratio = 0
@@ -1115,6 +1132,8 @@ request_timeout = "1500ms"
         let sc = c.store_config();
         let r = &sc.rocks;
         assert_eq!(r.block_cache_bytes, 256 << 20);
+        assert_eq!(r.row_cache_bytes, 64 << 20);
+        assert_eq!(c.offline_store_config().rocks.row_cache_bytes, 0);
         assert_eq!(r.block_size, 8192);
         assert_eq!(r.bloom_bits_per_key, 12.0);
         assert_eq!(r.data_block_hash_ratio, None);
@@ -1280,6 +1299,10 @@ request_timeout = "1500ms"
         assert_eq!(
             err("[rocksdb]\nhash_index_prefix_len = 8\n"),
             "test.toml: rocksdb.hash_index_prefix_len: only meaningful with index = \"hash\""
+        );
+        assert_eq!(
+            err("[rocksdb]\nrow_cache_mib = 18446744073709551615\n"),
+            "test.toml: rocksdb.row_cache_mib: must be 0 (off) or a size in MiB that fits in memory"
         );
         assert_eq!(
             err("[rocksdb]\nblock_cache_mib = 0\n"),

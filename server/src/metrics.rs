@@ -214,6 +214,9 @@ impl Metrics {
                 let _ = writeln!(o, "pmh_store_generation {}", s.generation);
                 o.push_str("# TYPE pmh_live_consents gauge\n");
                 let _ = writeln!(o, "pmh_live_consents {}", s.live_consents);
+                o.push_str("# HELP pmh_row_cache_bytes Bytes held by the row cache of single lookups.\n");
+                o.push_str("# TYPE pmh_row_cache_bytes gauge\n");
+                let _ = writeln!(o, "pmh_row_cache_bytes {}", s.row_cache_bytes);
                 o.push_str("# TYPE pmh_access_log_failures_total counter\n");
                 let _ = writeln!(o, "pmh_access_log_failures_total {}", s.access_log_failures);
             }

@@ -24,6 +24,7 @@ async fn health_metrics_and_unknown_routes() {
     assert!(m.contains(r#"pmh_http_requests_total{route="/healthz",status="405"} 1"#), "{m}");
     assert!(m.contains(r#"pmh_http_request_duration_seconds_count{route="/healthz"} 2"#), "{m}");
     assert!(m.contains("pmh_store_keys{cf=\"holders.0\"}"), "{m}");
+    assert!(m.contains("\npmh_row_cache_bytes 0\n"), "the row cache is off by default: {m}");
 }
 
 #[tokio::test]
@@ -407,6 +408,7 @@ async fn end_to_end_upload_resolve_consent_lookup_and_access_log() {
     assert!(!log.to_string().contains("123456789018"));
     let stats = t.get("/v1/admin/stats", Some(ADMIN)).await.json();
     assert_eq!(stats["liveConsents"], 1 + SAMPLE_PEOPLE.len(), "the test's own and the snapshot consents");
+    assert_eq!(stats["rowCacheBytes"], 0, "the row cache is off by default");
 }
 
 #[tokio::test]

@@ -65,6 +65,9 @@ enum Cmd {
         /// Data-block hash index utilisation ratio; 0 disables it (tuning experiments).
         #[arg(long)]
         hash_ratio: Option<f64>,
+        /// Row cache size in MiB; 0 turns it off (default: the engine's default).
+        #[arg(long)]
+        row_cache_mib: Option<usize>,
     },
     /// Builds a small synthetic store and shows a consented lookup, a refusal and the
     /// access log.
@@ -310,6 +313,7 @@ fn run(cli: Cli) -> Result<(), String> {
             restart_interval,
             lru,
             hash_ratio,
+            row_cache_mib,
         } => {
             let tmp;
             let dir = match dir {
@@ -329,6 +333,9 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             if let Some(r) = hash_ratio {
                 config.rocks.data_block_hash_ratio = (r > 0.0).then_some(r);
+            }
+            if let Some(r) = row_cache_mib {
+                config.rocks.row_cache_bytes = r << 20;
             }
             if lru {
                 config.rocks.cache = pmh_engine::options::CacheKind::Lru;

@@ -144,7 +144,7 @@ fn open(config: &Config) -> Result<Store, String> {
             format!("{shown}: no such store directory")
         });
     }
-    Store::open(db, config.store_config()).map_err(|e| match e {
+    Store::open(db, config.offline_store_config()).map_err(|e| match e {
         Error::SecretMismatch => format!(
             "{shown}: this store was created under a different pmh_id_secret than the one of {} \
              (or {ENV_PMH_ID_SECRET}); refusing to open it, every PMH-ID would miss",

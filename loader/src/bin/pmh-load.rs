@@ -302,7 +302,7 @@ fn execute(
     let deriver = config.deriver().map_err(|e| LoadError::Usage(e.to_string()))?;
     if let Cmd::Full { prepare: Some(dir), allow_empty, .. } = &cli.cmd {
         let opts = LoadOptions { allow_empty: *allow_empty, ..opts.clone() };
-        let s = load::prepare(&config.store_config().rocks, &deriver, files, &opts, dir, progress)?;
+        let s = load::prepare(&config.offline_store_config().rocks, &deriver, files, &opts, dir, progress)?;
         return Ok(format!(
             "prepared {}: {} rows read, {} certificates of {} people ({} delete rows skipped), rejected 0",
             dir.display(),
@@ -313,7 +313,7 @@ fn execute(
         ));
     }
     let db = cli.db.clone().unwrap_or_else(|| config.db.clone());
-    let store = Store::open(&db, config.store_config()).map_err(|e| match e {
+    let store = Store::open(&db, config.offline_store_config()).map_err(|e| match e {
         pmh_engine::Error::Storage(m) if m.contains("lock") => LoadError::Usage(format!(
             "{}: the store is locked, probably by a running pmh-server ({m}); see docs/operations.md",
             db.display()

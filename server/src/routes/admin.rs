@@ -152,6 +152,8 @@ pub struct StatsResponse {
     pub live_consents: usize,
     /// Lookups that met a corrupt value since start.
     pub corrupt_reads: usize,
+    /// Bytes held by the row cache (0 when `[rocksdb] row_cache_mib = 0`).
+    pub row_cache_bytes: u64,
     /// Per column family: name, estimated keys, bytes.
     pub column_families: Vec<CfItem>,
 }
@@ -182,6 +184,7 @@ pub async fn stats(State(st): State<AppState>, caller: Caller) -> Result<Respons
             generation: s.generation,
             live_consents: s.live_consents,
             corrupt_reads: st.store().corrupt_reads(),
+            row_cache_bytes: s.row_cache_bytes,
             column_families: s
                 .column_families
                 .iter()
