@@ -144,7 +144,23 @@ fn a_killed_full_load_leaves_the_previous_snapshot_serving() {
     // The killed loads left their scratch files; the next full load removes them.
     let leftovers = |dir: &Path| std::fs::read_dir(dir).map(|rd| rd.flatten().count()).unwrap_or(0);
     assert!(leftovers(&staging) > 0, "kill -9 runs no clean-up");
-    let ok = pmh_load(&cfg, &["--quiet", "full", &data("sample-utf8.csv").display().to_string()]);
+    let ok = pmh_load(&cfg, &["full", &data("sample-utf8.csv").display().to_string()]);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
     assert_eq!(leftovers(&staging), 0, "the next load cleans up after the killed ones");
+    assert!(text(&ok.stderr).contains("removed what an interrupted full load left"), "{}", text(&ok.stderr));
+}
+
+#[test]
+fn configuration_warnings_are_printed() {
+    let t = tempfile::tempdir().expect("tmp");
+    let cfg = config(t.path());
+    let mut text_of_cfg = std::fs::read_to_string(&cfg).expect("read config");
+    text_of_cfg.push_str("[[tokens]]\nname = \"gw\"\nrole = \"gateway\"\ntoken = \"plain-for-the-test\"\n");
+    std::fs::write(&cfg, text_of_cfg).expect("write config");
+    let out = pmh_load(&cfg, &["--quiet", "check", &data("sample-utf8.csv").display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let warning = "tokens[0] (gw): a plain `token` is for local use only";
+    assert_eq!(err.matches(warning).count(), 1, "once, through the log: {err}");
+    assert!(err.lines().any(|l| l.contains("WARN") && l.contains(warning)), "{err}");
 }
