@@ -417,15 +417,16 @@ impl Store {
         self.db.flush_cf(cf).map_err(storage)?;
         let (lo, hi) = (&[0u8][..], &[0xffu8; 64][..]);
         self.db.delete_file_in_range_cf(cf, lo, hi).map_err(storage)?;
-        loop {
-            let mut batch = WriteBatch::default();
-            for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start).take(BATCH) {
-                let (k, _) = item.map_err(storage)?;
-                batch.delete_cf(cf, k);
+        // One pass: the iterator reads its own snapshot, unaffected by the deletes.
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, _) = item.map_err(storage)?;
+            batch.delete_cf(cf, k);
+            if batch.len() >= BATCH {
+                self.db.write(std::mem::take(&mut batch)).map_err(storage)?;
             }
-            if batch.is_empty() {
-                break;
-            }
+        }
+        if !batch.is_empty() {
             self.db.write(batch).map_err(storage)?;
         }
         self.db.flush_cf(cf).map_err(storage)?;
