@@ -74,6 +74,7 @@ mod field;
 pub mod json_reader;
 mod kana;
 pub mod load;
+pub mod logging;
 pub mod options;
 mod raw;
 pub mod row;

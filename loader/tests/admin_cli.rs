@@ -333,3 +333,20 @@ fn usage_errors_exit_2() {
     assert_eq!(code(&help), 0);
     assert!(stdout(&help).contains("checkpoint"));
 }
+
+#[test]
+fn configuration_warnings_are_logged_once_and_stdout_stays_clean() {
+    let f = fixture();
+    let extra = format!(
+        "pmh_id_secret = {SECRET:?}\n[[tokens]]\nname = \"gw\"\nrole = \"gateway\"\ntoken = \"plain-for-the-test\"\n"
+    );
+    let config = write_config(f.dir.path(), "plain-token.toml", &extra, &f.db);
+    let o = admin([OsStr::new("--config"), config.as_os_str(), OsStr::new("stats"), OsStr::new("--json")]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let warning = "tokens[0] (gw): a plain `token` is for local use only";
+    let err = stderr(&o);
+    assert_eq!(err.matches(warning).count(), 1, "once, through the log: {err}");
+    assert!(err.lines().any(|l| l.contains("WARN") && l.contains(warning)), "{err}");
+    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("stdout is only the JSON");
+    assert_eq!(s["generation"], 1);
+}

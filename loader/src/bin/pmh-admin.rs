@@ -62,6 +62,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    pmh_loader::logging::init("info");
     match run(cli) {
         Ok(code) => code,
         Err(message) => {
@@ -73,9 +74,6 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     let mut config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
-    for w in &config.warnings {
-        eprintln!("pmh-admin: warning: {w}");
-    }
     if let Some(db) = cli.db {
         config.db = db;
     }

@@ -187,17 +187,7 @@ impl Progress for Display {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // What the library and the engine log (an interrupted load's files removed, a write
-    // failure) goes to stderr like the rest; `RUST_LOG` overrides the level.
-    let level = if cli.quiet { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.parse().expect("filter")),
-        )
-        .with_target(false)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
+    pmh_loader::logging::init(if cli.quiet { "warn" } else { "info" });
     match run(cli) {
         Ok(code) => code,
         Err(msg) => {
