@@ -708,12 +708,16 @@ fn check_unique_tokens(cx: &Ctx<'_>, tokens: &[Token]) -> Result<(), ConfigError
 fn rocks(cx: &Ctx<'_>, r: RawRocks) -> Result<RocksTuning, ConfigError> {
     let mut t = RocksTuning::default();
     let k = |name: &str| format!("rocksdb.{name}");
-    let mib = |v: u64, name: &str| -> Result<usize, ConfigError> {
-        v.checked_mul(1 << 20)
-            .and_then(to_usize)
-            .filter(|_| v >= 1)
-            .ok_or_else(|| cx.invalid(k(name), "must be at least 1 (MiB) and fit in memory"))
+    // A size in MiB as bytes; `off` lets 0 through (a cache turned off).
+    let mib_or = |v: u64, name: &str, off: bool| -> Result<usize, ConfigError> {
+        let rule = if off {
+            "must be 0 (off) or a size in MiB that fits in memory"
+        } else {
+            "must be at least 1 (MiB) and fit in memory"
+        };
+        v.checked_mul(1 << 20).and_then(to_usize).filter(|_| off || v >= 1).ok_or_else(|| cx.invalid(k(name), rule))
     };
+    let mib = |v: u64, name: &str| mib_or(v, name, false);
     let int = |v: i64, name: &str, lo: i64, hi: i64| -> Result<i32, ConfigError> {
         if (lo..=hi).contains(&v) {
             i32::try_from(v).map_err(|_| cx.invalid(k(name), format!("must be {lo}..={hi}")))
@@ -725,10 +729,7 @@ fn rocks(cx: &Ctx<'_>, r: RawRocks) -> Result<RocksTuning, ConfigError> {
         t.block_cache_bytes = mib(v, "block_cache_mib")?;
     }
     if let Some(v) = r.row_cache_mib {
-        t.row_cache_bytes = v
-            .checked_mul(1 << 20)
-            .and_then(to_usize)
-            .ok_or_else(|| cx.invalid(k("row_cache_mib"), "must be 0 (off) or a size in MiB that fits in memory"))?;
+        t.row_cache_bytes = mib_or(v, "row_cache_mib", true)?;
     }
     if let Some(v) = r.block_size {
         t.block_size = to_usize(v)
@@ -1093,6 +1094,14 @@ token = "gw-secret"
         assert_eq!((sc.sync_writes, sc.access_log_queue), (d.sync_writes, d.access_log_queue));
         assert_eq!(sc.secret_fingerprint, None);
         assert_eq!(c.limits, Limits { max_body_bytes: 64 << 20, request_timeout: Duration::from_secs(30) });
+    }
+
+    #[test]
+    fn a_row_cache_of_zero_is_off_not_an_error() {
+        let c = Config::from_toml_str("[rocksdb]\nrow_cache_mib = 0\n", "zero.toml").expect("0 turns it off");
+        assert_eq!(c.store_config().rocks.row_cache_bytes, 0);
+        let c = Config::from_toml_str("[rocksdb]\nrow_cache_mib = 1\n", "one.toml").expect("1 MiB");
+        assert_eq!(c.store_config().rocks.row_cache_bytes, 1 << 20);
     }
 
     #[test]
