@@ -758,6 +758,13 @@ fn a_change_set_split_across_threads_puts_every_bucket_under_its_own_key() {
 
 /// The scheduling policy of each thread of this process named `rocksdb:*` (field 41 of
 /// `/proc/self/task/TID/stat`; 0 = SCHED_OTHER, 5 = SCHED_IDLE).
+/// The scheduling policy (field 41) of a `/proc/.../stat` line. Fields after the
+/// parenthesised name start at field 3, so field 41 is index 38 there.
+#[cfg(target_os = "linux")]
+fn policy_of(stat: &str) -> u32 {
+    stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(38).unwrap().parse().unwrap()
+}
+
 #[cfg(target_os = "linux")]
 fn rocksdb_thread_policies() -> Vec<(String, u32)> {
     let mut out = Vec::new();
@@ -771,10 +778,7 @@ fn rocksdb_thread_policies() -> Vec<(String, u32)> {
         if !name.starts_with("rocksdb:") {
             continue;
         }
-        // Fields after the parenthesised name start at field 3, so field 41 is index 38.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let policy = after.split(' ').nth(38).unwrap().parse().unwrap();
-        out.push((name.trim_end().to_owned(), policy));
+        out.push((name.trim_end().to_owned(), policy_of(&stat)));
     }
     out
 }
@@ -802,10 +806,7 @@ fn rocksdb_background_threads_move_to_the_idle_class_and_still_flush_and_compact
 fn idle_background_threads_in_own_process() {
     // Threads inherit the class of whoever started them, so compare with this thread's
     // (0 normally, but a test run under `chrt` starts elsewhere).
-    let own_policy = || {
-        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        own[own.rfind(')').unwrap() + 2..].split(' ').nth(38).unwrap().parse::<u32>().unwrap()
-    };
+    let own_policy = || policy_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
     let own = own_policy();
     assert_ne!(own, 5, "run the tests outside SCHED_IDLE");
     let t = store();
