@@ -188,13 +188,6 @@ pub fn validate_changes(changes: &[Change], mode: ApplyMode) -> Result<(), Chang
     if problems.is_empty() { Ok(()) } else { Err(ChangeError { problems }) }
 }
 
-/// Holder buckets read and modified during one change set.
-struct Overlay<'s> {
-    store: &'s Store,
-    active: usize,
-    buckets: HashMap<StoreKey, Bucket, foldhash::fast::RandomState>,
-}
-
 /// Read options for a change set's reads: around the block cache. A 100 k-row change
 /// touches 100 k random holders and index entries, one 4 KiB block each; cached, they
 /// would push 800 MB of lookups' hot blocks out (and in a one-shot `pmh-load diff`, fill
@@ -208,21 +201,28 @@ fn bulk_read_options() -> rocksdb::ReadOptions {
 /// Below this many items a change set's reads and encodes stay on the calling thread.
 const PARALLEL_MIN: usize = 4096;
 
+/// Holder buckets read by one batched multi-get while a part is edited: enough to
+/// amortise the call, few enough that the pinned blocks stay small.
+const READ_WINDOW: usize = 1024;
+
+fn threads_for(items: usize) -> usize {
+    match items < PARALLEL_MIN {
+        true => 1,
+        false => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    }
+}
+
 /// Maps `items` through `f` on every core in contiguous chunks, keeping the order: a large
-/// change set's reads and encodes are independent per key, and a 100 k-row diff spent
-/// most of its time in them on one thread.
+/// change set's reads and digests are independent per item.
 fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&[T]) -> Result<Vec<U>, Error> + Sync) -> Result<Vec<U>, Error> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if threads < 2 || items.len() < PARALLEL_MIN {
+    let threads = threads_for(items.len());
+    if threads < 2 {
         return f(items);
     }
     let chunk = items.len().div_ceil(threads);
     let parts: Vec<Result<Vec<U>, Error>> = std::thread::scope(|scope| {
         let handles: Vec<_> = items.chunks(chunk).map(|c| scope.spawn(|| f(c))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Corrupt("a worker panicked".into()))))
-            .collect()
+        handles.into_iter().map(join).collect()
     });
     let mut out = Vec::with_capacity(items.len());
     for p in parts {
@@ -231,69 +231,128 @@ fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&[T]) -> Result<Vec<U>, Err
     Ok(out)
 }
 
-impl Overlay<'_> {
-    /// Reads the buckets of `keys` with one batched multi-get (sorted, so that the reads
-    /// of a large change set walk the files in order instead of at random).
-    fn preload(&mut self, mut keys: Vec<StoreKey>) -> Result<(), Error> {
-        keys.sort_unstable();
-        keys.dedup();
-        keys.retain(|k| !self.buckets.contains_key(k));
-        let cf = self.store.cf(HOLDERS[self.active])?;
-        let db = &self.store.db;
-        let buckets = par_map(&keys, |keys| {
-            let raw: Vec<[u8; 16]> = keys.iter().map(|k| k.0).collect();
-            let values = db.batched_multi_get_cf_opt(cf, &raw, true, &bulk_read_options());
-            keys.iter()
-                .zip(values)
-                .map(|(key, v)| match v.map_err(storage)? {
-                    Some(v) => {
-                        decode_bucket_trusted(&v).map_err(|e| Error::Corrupt(format!("holder {}: {e}", hex(&key.0))))
-                    }
-                    None => Ok(Bucket::default()),
-                })
-                .collect()
-        })?;
-        self.buckets.extend(keys.into_iter().zip(buckets));
-        Ok(())
-    }
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, Error>>) -> Result<T, Error> {
+    h.join().unwrap_or_else(|_| Err(Error::Corrupt("a worker panicked".into())))
+}
 
-    fn bucket(&mut self, key: StoreKey) -> Result<&mut Bucket, Error> {
-        if !self.buckets.contains_key(&key) {
-            self.preload(vec![key])?;
-        }
-        Ok(self.buckets.entry(key).or_default())
-    }
+/// One change to one holder's certificate list.
+// Almost every edit is a `Put`; boxing its certificate would add an allocation per row to
+// save space in the removals (as for `Change`).
+#[allow(clippy::large_enum_variant)]
+enum Edit {
+    /// Insert the certificate, or replace the one with its identity.
+    Put(Certificate),
+    /// Remove the certificate with this identity, if the holder has it.
+    Remove(CertificateId),
+}
 
-    fn remove(&mut self, at: &SourceEntry, id: &CertificateId) -> Result<(), Error> {
-        let b = self.bucket(at.key)?;
-        if let Some(h) = b.holders.iter_mut().find(|h| h.pmh_id == *at.pmh_id.as_bytes()) {
-            h.certificates.retain(|c| {
-                !(c.municipality_code == id.municipality_code
-                    && c.org_specific_certificate_type_id == id.org_specific_certificate_type_id
-                    && c.history_key == id.history_key)
-            });
-        }
-        Ok(())
-    }
+/// An [`Edit`] addressed to the holder `pmh_id` in the bucket under `key`.
+struct BucketEdit {
+    key: StoreKey,
+    pmh_id: PmhId,
+    edit: Edit,
+}
 
-    fn put(&mut self, key: StoreKey, pmh_id: &PmhId, cert: Certificate) -> Result<(), Error> {
-        let b = self.bucket(key)?;
-        let h = match b.holders.iter().position(|h| h.pmh_id == *pmh_id.as_bytes()) {
-            Some(i) => &mut b.holders[i],
-            None => {
-                b.holders.push(Holder { pmh_id: *pmh_id.as_bytes(), certificates: Vec::new() });
-                b.holders.last_mut().ok_or_else(|| Error::Corrupt("empty bucket after push".into()))?
+impl BucketEdit {
+    fn apply(self, b: &mut Bucket) {
+        let pmh_id = *self.pmh_id.as_bytes();
+        match self.edit {
+            Edit::Remove(id) => {
+                if let Some(h) = b.holders.iter_mut().find(|h| h.pmh_id == pmh_id) {
+                    h.certificates.retain(|c| !id.is_of(c));
+                }
             }
-        };
-        let id = (cert.municipality_code, cert.org_specific_certificate_type_id.as_str(), cert.history_key.as_str());
-        match h.certificates.iter().position(|c| {
-            (c.municipality_code, c.org_specific_certificate_type_id.as_str(), c.history_key.as_str()) == id
-        }) {
-            Some(i) => h.certificates[i] = cert,
-            None => h.certificates.push(cert),
+            Edit::Put(cert) => {
+                let at = match b.holders.iter().position(|h| h.pmh_id == pmh_id) {
+                    Some(i) => i,
+                    None => {
+                        b.holders.push(Holder { pmh_id, certificates: Vec::new() });
+                        b.holders.len() - 1
+                    }
+                };
+                let certs = &mut b.holders[at].certificates;
+                let id =
+                    (cert.municipality_code, cert.org_specific_certificate_type_id.as_str(), cert.history_key.as_str());
+                match certs.iter().position(|c| {
+                    (c.municipality_code, c.org_specific_certificate_type_id.as_str(), c.history_key.as_str()) == id
+                }) {
+                    Some(i) => certs[i] = cert,
+                    None => certs.push(cert),
+                }
+            }
         }
-        Ok(())
     }
+}
+
+/// Key-range boundaries cutting `keys` into `n` parts of about the same size: part `i`
+/// holds the keys `k` with `bounds[i - 1] <= k < bounds[i]` (see [`part_of`]).
+fn split_points(mut keys: Vec<StoreKey>, n: usize) -> Vec<StoreKey> {
+    keys.sort_unstable();
+    keys.dedup();
+    match keys.is_empty() {
+        true => Vec::new(),
+        false => (1..n).map(|i| keys[i * keys.len() / n]).collect(),
+    }
+}
+
+fn part_of(bounds: &[StoreKey], key: &StoreKey) -> usize {
+    bounds.partition_point(|b| b <= key)
+}
+
+/// A partition's buckets, encoded one after another into one buffer: per key, the range of
+/// its new value, or `None` when the bucket is left empty (its key is deleted).
+struct Encoded {
+    bytes: Vec<u8>,
+    buckets: Vec<(StoreKey, Option<std::ops::Range<usize>>)>,
+}
+
+/// Applies one part's edits (every edit of a key is in the same part, in change-set order):
+/// in key order, each bucket is read, decoded, edited, encoded and dropped before the next,
+/// so it is worked on while it is in cache and the next bucket reuses its memory (a change
+/// set that held every decoded bucket at once spent a fifth of its time faulting in fresh
+/// pages).
+fn edit_buckets(
+    db: &rocksdb::DB,
+    cf: &rocksdb::ColumnFamily,
+    mut edits: Vec<Option<BucketEdit>>,
+) -> Result<Encoded, Error> {
+    // Sorted by (key, position): the position keeps the change set's order within a key,
+    // and the edits themselves do not move.
+    let mut order: Vec<(StoreKey, u32)> = Vec::with_capacity(edits.len());
+    order.extend(edits.iter().zip(0u32..).filter_map(|(e, i)| Some((e.as_ref()?.key, i))));
+    order.sort_unstable();
+    let mut keys: Vec<StoreKey> = order.iter().map(|&(k, _)| k).collect();
+    keys.dedup();
+    let mut out = Encoded { bytes: Vec::with_capacity(keys.len() * 1024), buckets: Vec::with_capacity(keys.len()) };
+    let mut next = order.iter().peekable();
+    let ro = bulk_read_options();
+    for window in keys.chunks(READ_WINDOW) {
+        let raw: Vec<[u8; 16]> = window.iter().map(|k| k.0).collect();
+        let values = db.batched_multi_get_cf_opt(cf, &raw, true, &ro);
+        for (&key, value) in window.iter().zip(values) {
+            let mut bucket = match value.map_err(storage)? {
+                Some(v) => {
+                    decode_bucket_trusted(&v).map_err(|e| Error::Corrupt(format!("holder {}: {e}", hex(&key.0))))?
+                }
+                None => Bucket::default(),
+            };
+            while let Some(&(_, i)) = next.next_if(|&&(k, _)| k == key) {
+                if let Some(edit) = edits[i as usize].take() {
+                    edit.apply(&mut bucket);
+                }
+            }
+            bucket.holders.retain(|h| !h.certificates.is_empty());
+            let range = match bucket.holders.is_empty() {
+                true => None,
+                false => Some(
+                    append_bucket(&bucket, &mut out.bytes)
+                        .map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))?,
+                ),
+            };
+            out.buckets.push((key, range));
+        }
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -314,23 +373,16 @@ impl Store {
         mode: ApplyMode,
         journal: impl FnOnce(&ApplySummary) -> Vec<crate::store::JournalRecord>,
     ) -> Result<ApplySummary, Error> {
+        let started = std::time::Instant::now();
         validate_changes(&changes, mode)?;
         let _w = self.writer.lock();
         let active = (self.generation() & 1) as usize;
         let source_cf = self.cf(SOURCE[active])?;
-        let mut overlay = Overlay { store: self, active, buckets: HashMap::default() };
-        // Reserved up front: a batch grown by doubling copied itself repeatedly and
-        // faulted in fresh pages each time (a quarter of a 100k-row diff's CPU).
-        let mut batch = WriteBatch::with_capacity_bytes(changes.len().saturating_mul(1024).min(1 << 30));
+        let holders_cf = self.cf(HOLDERS[active])?;
         let mut sum = ApplySummary::default();
         let mut listed: HashSet<Vec<u8>, foldhash::fast::RandomState> = HashSet::default();
-        // Source-index writes, put into the batch in key order at the end: the memtable's
-        // skiplist inserts a run of ascending keys from where the last one went, while keys
-        // in file order each cost a search from the top.
-        let mut source_ops: Vec<(Vec<u8>, Option<[u8; SOURCE_VALUE_LEN]>)> = Vec::with_capacity(changes.len());
 
-        // Read every source-index entry the set touches in one sorted batch, then every
-        // holder bucket that will change, so a large set reads in key order.
+        // Every source-index entry the set touches, read in one sorted batch on every core.
         let iks: Vec<Vec<u8>> = changes.iter().map(|c| c.id().index_key()).collect();
         let mut order: Vec<usize> = (0..iks.len()).collect();
         order.sort_unstable_by(|&a, &b| iks[a].cmp(&iks[b]));
@@ -347,37 +399,39 @@ impl Store {
                 })
                 .collect()
         })?;
+        drop(sorted);
         let mut existing: Vec<Option<SourceEntry>> = vec![None; iks.len()];
         for (&i, e) in order.iter().zip(found) {
             existing[i] = e;
         }
-        let mut entries: Vec<Option<SourceEntry>> = Vec::with_capacity(changes.len());
-        let mut needed = Vec::new();
-        for (ch, old) in changes.iter().zip(&existing) {
-            let entry = match ch {
-                Change::Upsert { pmh_id, certificate } => {
-                    let e = SourceEntry {
-                        key: self.key_of(pmh_id),
-                        pmh_id: *pmh_id,
-                        digest: certificate_digest(certificate)?,
-                    };
-                    if old.as_ref() != Some(&e) {
-                        needed.push(e.key);
-                        needed.extend(old.map(|o| o.key));
+        drop(order);
+        // The entry each upsert will have (its digest is an encode of the certificate).
+        let entries = par_map(&changes, |part| {
+            let mut scratch = Vec::new();
+            part.iter()
+                .map(|ch| match ch {
+                    Change::Upsert { pmh_id, certificate } => {
+                        scratch.clear();
+                        let digest = encode_certificate_into(certificate, &mut scratch)?;
+                        Ok(Some(SourceEntry { key: self.key_of(pmh_id), pmh_id: *pmh_id, digest }))
                     }
-                    Some(e)
-                }
-                Change::Delete(_) => {
-                    needed.extend(old.map(|o| o.key));
-                    None
-                }
-            };
-            entries.push(entry);
-        }
-        overlay.preload(needed)?;
+                    Change::Delete(_) => Ok(None),
+                })
+                .collect()
+        })?;
+        let read = started.elapsed();
 
+        // What changes: the summary, the source-index writes and the edits of holders. The
+        // edits go straight into one part per core, by key range (a certificate is moved
+        // once, from its change into its part).
+        let threads = threads_for(changes.len());
+        let bounds =
+            split_points(entries.iter().chain(&existing).filter_map(|e| e.as_ref().map(|e| e.key)).collect(), threads);
+        let mut parts: Vec<Vec<Option<BucketEdit>>> =
+            (0..=bounds.len()).map(|_| Vec::with_capacity(changes.len() / (bounds.len() + 1) + 16)).collect();
+        let mut edit = |e: BucketEdit| parts[part_of(&bounds, &e.key)].push(Some(e));
+        let mut source_ops: Vec<(Vec<u8>, Option<[u8; SOURCE_VALUE_LEN]>)> = Vec::with_capacity(changes.len());
         for (((ch, ik), existing), entry) in changes.into_iter().zip(iks).zip(existing).zip(entries) {
-            let id = ch.id();
             if matches!(mode, ApplyMode::ReplaceMunicipality(_)) {
                 listed.insert(ik.clone());
             }
@@ -386,22 +440,23 @@ impl Store {
                     Some(old) if old == entry => sum.unchanged += 1,
                     Some(old) => {
                         if old.pmh_id != entry.pmh_id {
-                            overlay.remove(&old, &id)?;
+                            let id = certificate.id();
+                            edit(BucketEdit { key: old.key, pmh_id: old.pmh_id, edit: Edit::Remove(id) });
                         }
-                        overlay.put(entry.key, &pmh_id, certificate)?;
+                        edit(BucketEdit { key: entry.key, pmh_id, edit: Edit::Put(certificate) });
                         source_ops.push((ik, Some(entry.encode())));
                         sum.updated += 1;
                     }
                     None => {
-                        overlay.put(entry.key, &pmh_id, certificate)?;
+                        edit(BucketEdit { key: entry.key, pmh_id, edit: Edit::Put(certificate) });
                         source_ops.push((ik, Some(entry.encode())));
                         sum.inserted += 1;
                     }
                 },
                 (Change::Upsert { .. }, None) => return Err(Error::Corrupt("upsert without its index entry".into())),
-                (Change::Delete(_), _) => match existing {
+                (Change::Delete(id), _) => match existing {
                     Some(old) => {
-                        overlay.remove(&old, &id)?;
+                        edit(BucketEdit { key: old.key, pmh_id: old.pmh_id, edit: Edit::Remove(id) });
                         source_ops.push((ik, None));
                         sum.deleted += 1;
                     }
@@ -425,14 +480,39 @@ impl Store {
                 let old = SourceEntry::decode(&v).ok_or_else(|| Error::Corrupt(format!("source index {}", hex(&k))))?;
                 let id = CertificateId::from_index_key(&k)
                     .ok_or_else(|| Error::Corrupt(format!("source key {}", hex(&k))))?;
-                overlay.remove(&old, &id)?;
+                edit(BucketEdit { key: old.key, pmh_id: old.pmh_id, edit: Edit::Remove(id) });
                 source_ops.push((k.to_vec(), None));
                 sum.deleted += 1;
             }
         }
+        drop(listed);
 
-        // Identities are unique within a set (validated), so the order is total.
-        source_ops.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // The parts are edited on one thread each while this thread puts the source-index
+        // writes in key order (the memtable's skiplist inserts a run of ascending keys from
+        // where the last one went; random keys each search from the top).
+        let db = &self.db;
+        let (encoded, source_ops) = std::thread::scope(|scope| {
+            let mut parts = parts.into_iter().filter(|p| !p.is_empty());
+            let first = parts.next();
+            let handles: Vec<_> = parts.map(|p| scope.spawn(move || edit_buckets(db, holders_cf, p))).collect();
+            // Identities are unique within a set (validated), so the order is total.
+            source_ops.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut encoded = Vec::with_capacity(handles.len() + 1);
+            encoded.extend(first.map(|p| edit_buckets(db, holders_cf, p)));
+            encoded.extend(handles.into_iter().map(join));
+            (encoded.into_iter().collect::<Result<Vec<Encoded>, Error>>(), source_ops)
+        });
+        let encoded = encoded?;
+        let edited = started.elapsed();
+
+        // Sized up front: a batch grown by doubling copied itself repeatedly and faulted in
+        // fresh pages each time (a quarter of a 100k-row diff's CPU).
+        let value_bytes: usize = encoded.iter().map(|e| e.bytes.len()).sum();
+        let buckets: usize = encoded.iter().map(|e| e.buckets.len()).sum();
+        let key_count = source_ops.len() + buckets;
+        let mut batch = WriteBatch::with_capacity_bytes(
+            value_bytes + source_ops.iter().map(|(k, _)| k.len()).sum::<usize>() + key_count * (SOURCE_VALUE_LEN + 32),
+        );
         for (k, v) in &source_ops {
             match v {
                 Some(v) => batch.put_cf(source_cf, k, v),
@@ -440,35 +520,12 @@ impl Store {
             }
         }
         drop(source_ops);
-        let holders_cf = self.cf(HOLDERS[active])?;
-        let mut buckets: Vec<(StoreKey, Bucket)> = overlay.buckets.into_iter().collect();
-        // Sorted, so the batch (and the memtable insert) goes in key order.
-        buckets.sort_unstable_by_key(|(k, _)| *k);
-        for (_, bucket) in &mut buckets {
-            bucket.holders.retain(|h| !h.certificates.is_empty());
-        }
-        // Each thread encodes its share of the buckets one after another into one buffer
-        // (no allocation per bucket, none of a growing vector's copies), then the batch
-        // copies them out in key order.
-        let encoded = par_map(&buckets, |part| {
-            let mut bytes = Vec::with_capacity(part.len() * 1024);
-            let mut ranges = Vec::with_capacity(part.len());
-            for (_, bucket) in part {
-                ranges.push(match bucket.holders.is_empty() {
-                    true => None,
-                    false => Some(
-                        append_bucket(bucket, &mut bytes)
-                            .map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))?,
-                    ),
-                });
-            }
-            Ok(vec![(bytes, ranges)])
-        })?;
-        let ranges = encoded.iter().flat_map(|(bytes, ranges)| ranges.iter().map(move |r| (bytes, r)));
-        for ((key, _), (bytes, range)) in buckets.iter().zip(ranges) {
-            match range {
-                None => batch.delete_cf(holders_cf, key.0),
-                Some(r) => batch.put_cf(holders_cf, key.0, &bytes[r.clone()]),
+        for part in &encoded {
+            for (key, range) in &part.buckets {
+                match range {
+                    None => batch.delete_cf(holders_cf, key.0),
+                    Some(r) => batch.put_cf(holders_cf, key.0, &part.bytes[r.clone()]),
+                }
             }
         }
         drop(encoded);
@@ -476,19 +533,21 @@ impl Store {
         for (k, v) in journal(&sum) {
             batch.put_cf(journal_cf, k, v);
         }
+        let batch_bytes = batch.size_in_bytes();
+        let built = started.elapsed();
         if !batch.is_empty() {
             self.db.write_opt(batch, &self.write_options()).map_err(storage)?;
         }
-        if buckets.len() >= PARALLEL_MIN {
-            drop_elsewhere(buckets);
-        }
+        tracing::debug!(
+            rows = sum.inserted + sum.updated + sum.deleted + sum.unchanged,
+            keys = buckets,
+            batch_bytes,
+            read_ms = read.as_millis() as u64,
+            edit_ms = (edited - read).as_millis() as u64,
+            batch_ms = (built - edited).as_millis() as u64,
+            write_ms = (started.elapsed() - built).as_millis() as u64,
+            "change set applied"
+        );
         Ok(sum)
     }
-}
-
-/// Frees a large change set's decoded holders on a thread of their own: millions of small
-/// allocations whose freeing the caller (an upload's answer, `pmh-load diff`'s exit) need
-/// not wait for. If no thread can be started they are freed here.
-fn drop_elsewhere<T: Send + 'static>(value: T) {
-    let _ = std::thread::Builder::new().name("pmh-free".into()).spawn(move || drop(value));
 }

@@ -341,7 +341,15 @@ pub(crate) fn parse_changes_in_chunks<R: Read>(
     if !errors.is_empty() {
         return Err(crate::ParseError::Invalid(errors));
     }
-    Ok(parsed.into_iter().flat_map(|(_, ok, _)| ok).unzip())
+    // Sized up front: collected by doubling, a 100k-row diff's changes (≈ 45 MB) were
+    // copied into fresh pages again and again.
+    let n = parsed.iter().map(|(_, ok, _)| ok.len()).sum();
+    let (mut row_of, mut changes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for (row, change) in parsed.into_iter().flat_map(|(_, ok, _)| ok) {
+        row_of.push(row);
+        changes.push(change);
+    }
+    Ok((row_of, changes))
 }
 
 // ---- full load ------------------------------------------------------------------------
