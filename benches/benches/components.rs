@@ -52,14 +52,14 @@ fn components(c: &mut Criterion) {
     g.bench_function("bytecheck_validated", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;
-            black_box(access_bucket(&values[i][3..]).expect("valid").holders.len())
+            black_box(access_bucket(&values[i][3..]).expect("valid").holders().count())
         })
     });
     g.bench_function("checksum_then_unchecked", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;
             // SAFETY: produced by encode_bucket above.
-            black_box(unsafe { access_bucket_trusted(&values[i][3..]) }.expect("valid").holders.len())
+            black_box(unsafe { access_bucket_trusted(&values[i][3..]) }.expect("valid").holders().count())
         })
     });
     g.bench_function("copy_to_aligned_then_checksum_unchecked", |b| {
@@ -68,7 +68,7 @@ fn components(c: &mut Criterion) {
             let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(values[i].len());
             aligned.extend_from_slice(&values[i][3..]);
             // SAFETY: produced by encode_bucket above.
-            black_box(unsafe { access_bucket_trusted(&aligned) }.expect("valid").holders.len())
+            black_box(unsafe { access_bucket_trusted(&aligned) }.expect("valid").holders().count())
         })
     });
     g.finish();

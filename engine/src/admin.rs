@@ -146,19 +146,24 @@ impl Store {
                     continue;
                 }
             };
-            if bucket.holders.is_empty() {
+            if bucket.holders().next().is_none() {
                 r.problem(format!("holders key {key_hex}: empty bucket"));
             }
-            for h in bucket.holders.iter() {
+            let mut seen: Vec<[u8; 16]> = Vec::new();
+            for h in bucket.holders() {
                 r.holders += 1;
-                let pmh = PmhId::from_bytes(h.pmh_id);
+                let pmh = PmhId::from_bytes(*h.pmh_id());
+                if seen.contains(h.pmh_id()) {
+                    r.problem(format!("holders key {key_hex}: holds {pmh} twice"));
+                }
+                seen.push(*h.pmh_id());
                 if self.key_of(&pmh) != StoreKey(key) {
                     r.problem(format!(
                         "holders key {key_hex}: holds {pmh}, whose key is {}",
                         hex(&self.key_of(&pmh).0)
                     ));
                 }
-                for c in h.certificates.iter() {
+                for (archive, c) in h.archives().zip(h.certificates()) {
                     r.certificates += 1;
                     let owned = match rkyv::deserialize::<crate::record::Certificate, rkyv::rancor::Error>(c) {
                         Ok(o) => o,
@@ -170,7 +175,15 @@ impl Store {
                     if let Err(e) = owned.check() {
                         r.problem(format!("holders key {key_hex}: certificate {:?}: {e}", owned.id()));
                     }
-                    let entry = SourceEntry { key: StoreKey(key), pmh_id: pmh, digest: certificate_digest(&owned)? };
+                    // The source index keeps the digest of the stored archive itself.
+                    let digest = xxhash_rust::xxh3::xxh3_64(archive);
+                    if certificate_digest(&owned)? != digest {
+                        r.problem(format!(
+                            "holders key {key_hex}: certificate {:?} is not the archive its fields make",
+                            owned.id()
+                        ));
+                    }
+                    let entry = SourceEntry { key: StoreKey(key), pmh_id: pmh, digest };
                     if found.insert(owned.id().index_key(), entry).is_some() {
                         r.problem(format!("certificate {:?} stored twice", owned.id()));
                     }

@@ -19,7 +19,7 @@ use crate::error::{ChangeError, ChangeProblem, Error, storage};
 pub use crate::layout::SOURCE_VALUE_LEN;
 use crate::layout::{HOLDERS, JOURNAL, SOURCE};
 use crate::pmh_id::{PmhId, StoreKey};
-use crate::record::{Bucket, Certificate, CertificateId, Holder, append_bucket, decode_bucket_trusted};
+use crate::record::{BucketEncoder, Certificate, CertificateId, access_bucket_trusted, archived_trusted};
 use crate::store::{Store, hex};
 
 /// One change to the store.
@@ -235,49 +235,65 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T, Error>>) -> Result<T, 
     h.join().unwrap_or_else(|_| Err(Error::Corrupt("a worker panicked".into())))
 }
 
-/// One change to one holder's certificate list.
-// Almost every edit is a `Put`; boxing its certificate would add an allocation per row to
-// save space in the removals (as for `Change`).
-#[allow(clippy::large_enum_variant)]
-enum Edit {
-    /// Insert the certificate, or replace the one with its identity.
-    Put(Certificate),
+/// One change to one holder's certificates. Certificates are archives: the new ones as the
+/// change set's digest pass encoded them, the stored ones as the holders value holds them.
+#[derive(Clone, Copy)]
+enum Edit<'a> {
+    /// Insert this archive, or replace the certificate with its identity.
+    Put(&'a [u8]),
     /// Remove the certificate with this identity, if the holder has it.
-    Remove(CertificateId),
+    Remove(&'a CertificateId),
+    /// Remove the certificate with the identity of this archive (a certificate that moved
+    /// to another person), if the holder has it.
+    RemoveSame(&'a [u8]),
 }
 
 /// An [`Edit`] addressed to the holder `pmh_id` in the bucket under `key`.
-struct BucketEdit {
+#[derive(Clone, Copy)]
+struct BucketEdit<'a> {
     key: StoreKey,
     pmh_id: PmhId,
-    edit: Edit,
+    edit: Edit<'a>,
 }
 
-impl BucketEdit {
-    fn apply(self, b: &mut Bucket) {
-        let pmh_id = *self.pmh_id.as_bytes();
+/// One bucket being edited: (holder, certificate archive) in stored order, each holder's
+/// certificates contiguous.
+type Flat<'x> = Vec<([u8; 16], &'x [u8])>;
+
+impl<'a> BucketEdit<'a> {
+    /// Applies the edit to `flat` exactly as editing the owned holders would: a new holder
+    /// goes after the others, a new certificate after its holder's last one, a replaced
+    /// certificate keeps its place.
+    fn apply<'x>(&self, flat: &mut Flat<'x>)
+    where
+        'a: 'x,
+    {
+        let pmh = *self.pmh_id.as_bytes();
+        // SAFETY (all `archived_trusted` calls below): every archive in `flat` and in an
+        // edit was made by `encode_certificate_into` in this change set or read from a
+        // holders value that passed `access_bucket_trusted`.
         match self.edit {
-            Edit::Remove(id) => {
-                if let Some(h) = b.holders.iter_mut().find(|h| h.pmh_id == pmh_id) {
-                    h.certificates.retain(|c| !id.is_of(c));
-                }
+            Edit::Remove(id) => flat.retain(|(p, a)| !(*p == pmh && id.is_of_archived(unsafe { archived_trusted(a) }))),
+            Edit::RemoveSame(like) => {
+                let like = unsafe { archived_trusted(like) };
+                flat.retain(|(p, a)| !(*p == pmh && like.same_identity(unsafe { archived_trusted(a) })));
             }
-            Edit::Put(cert) => {
-                let at = match b.holders.iter().position(|h| h.pmh_id == pmh_id) {
-                    Some(i) => i,
-                    None => {
-                        b.holders.push(Holder { pmh_id, certificates: Vec::new() });
-                        b.holders.len() - 1
+            Edit::Put(archive) => {
+                let new = unsafe { archived_trusted(archive) };
+                let mut last_of_holder = None;
+                for (i, (p, a)) in flat.iter_mut().enumerate() {
+                    if *p != pmh {
+                        continue;
                     }
-                };
-                let certs = &mut b.holders[at].certificates;
-                let id =
-                    (cert.municipality_code, cert.org_specific_certificate_type_id.as_str(), cert.history_key.as_str());
-                match certs.iter().position(|c| {
-                    (c.municipality_code, c.org_specific_certificate_type_id.as_str(), c.history_key.as_str()) == id
-                }) {
-                    Some(i) => certs[i] = cert,
-                    None => certs.push(cert),
+                    if new.same_identity(unsafe { archived_trusted(a) }) {
+                        *a = archive;
+                        return;
+                    }
+                    last_of_holder = Some(i);
+                }
+                match last_of_holder {
+                    Some(i) => flat.insert(i + 1, (pmh, archive)),
+                    None => flat.push((pmh, archive)),
                 }
             }
         }
@@ -285,7 +301,7 @@ impl BucketEdit {
 }
 
 /// Key-range boundaries cutting `keys` into `n` parts of about the same size: part `i`
-/// holds the keys `k` with `bounds[i - 1] <= k < bounds[i]` (see [`part_of`]).
+/// holds the keys `k` with `bounds[i - 1] <= k < bounds[i]` (see [`route`]).
 fn split_points(mut keys: Vec<StoreKey>, n: usize) -> Vec<StoreKey> {
     keys.sort_unstable();
     keys.dedup();
@@ -295,64 +311,115 @@ fn split_points(mut keys: Vec<StoreKey>, n: usize) -> Vec<StoreKey> {
     }
 }
 
-fn part_of(bounds: &[StoreKey], key: &StoreKey) -> usize {
-    bounds.partition_point(|b| b <= key)
+/// Puts `e` into the part of its key (see [`split_points`]).
+fn route<'a>(parts: &mut [Vec<BucketEdit<'a>>], bounds: &[StoreKey], e: BucketEdit<'a>) {
+    let part = bounds.partition_point(|b| *b <= e.key);
+    parts[part].push(e);
 }
 
-/// A partition's buckets, encoded one after another into one buffer: per key, the range of
-/// its new value, or `None` when the bucket is left empty (its key is deleted).
+/// A part's buckets, encoded one after another into one buffer: per key, the range of its
+/// new value, or `None` when the bucket is left empty (its key is deleted).
 struct Encoded {
     bytes: Vec<u8>,
     buckets: Vec<(StoreKey, Option<std::ops::Range<usize>>)>,
 }
 
 /// Applies one part's edits (every edit of a key is in the same part, in change-set order):
-/// in key order, each bucket is read, decoded, edited, encoded and dropped before the next,
-/// so it is worked on while it is in cache and the next bucket reuses its memory (a change
-/// set that held every decoded bucket at once spent a fifth of its time faulting in fresh
-/// pages).
+/// in key order, each bucket is read and its new value written by copying certificate
+/// archives, the unchanged ones straight from the old value — nothing is decoded or
+/// re-serialised.
 fn edit_buckets(
     db: &rocksdb::DB,
     cf: &rocksdb::ColumnFamily,
-    mut edits: Vec<Option<BucketEdit>>,
+    mut edits: Vec<BucketEdit<'_>>,
 ) -> Result<Encoded, Error> {
-    // Sorted by (key, position): the position keeps the change set's order within a key,
-    // and the edits themselves do not move.
-    let mut order: Vec<(StoreKey, u32)> = Vec::with_capacity(edits.len());
-    order.extend(edits.iter().zip(0u32..).filter_map(|(e, i)| Some((e.as_ref()?.key, i))));
-    order.sort_unstable();
-    let mut keys: Vec<StoreKey> = order.iter().map(|&(k, _)| k).collect();
+    // Stable: the change set's order within a key is kept.
+    edits.sort_by_key(|e| e.key);
+    let mut keys: Vec<StoreKey> = edits.iter().map(|e| e.key).collect();
     keys.dedup();
     let mut out = Encoded { bytes: Vec::with_capacity(keys.len() * 1024), buckets: Vec::with_capacity(keys.len()) };
-    let mut next = order.iter().peekable();
+    let mut next = edits.iter().peekable();
     let ro = bulk_read_options();
     for window in keys.chunks(READ_WINDOW) {
         let raw: Vec<[u8; 16]> = window.iter().map(|k| k.0).collect();
-        let values = db.batched_multi_get_cf_opt(cf, &raw, true, &ro);
-        for (&key, value) in window.iter().zip(values) {
-            let mut bucket = match value.map_err(storage)? {
-                Some(v) => {
-                    decode_bucket_trusted(&v).map_err(|e| Error::Corrupt(format!("holder {}: {e}", hex(&key.0))))?
-                }
-                None => Bucket::default(),
-            };
-            while let Some(&(_, i)) = next.next_if(|&&(k, _)| k == key) {
-                if let Some(edit) = edits[i as usize].take() {
-                    edit.apply(&mut bucket);
+        let values: Vec<Option<rocksdb::DBPinnableSlice<'_>>> =
+            db.batched_multi_get_cf_opt(cf, &raw, true, &ro).into_iter().collect::<Result<_, _>>().map_err(storage)?;
+        let mut flat: Flat<'_> = Vec::new();
+        for (&key, value) in window.iter().zip(&values) {
+            flat.clear();
+            if let Some(v) = value {
+                // SAFETY: a value of the holders column family, which only the engine's
+                // encoder writes.
+                let stored = unsafe { access_bucket_trusted(v) }
+                    .map_err(|e| Error::Corrupt(format!("holder {}: {e}", hex(&key.0))))?;
+                for h in stored.holders() {
+                    flat.extend(h.archives().map(|a| (*h.pmh_id(), a)));
                 }
             }
-            bucket.holders.retain(|h| !h.certificates.is_empty());
-            let range = match bucket.holders.is_empty() {
-                true => None,
-                false => Some(
-                    append_bucket(&bucket, &mut out.bytes)
-                        .map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))?,
-                ),
-            };
-            out.buckets.push((key, range));
+            while let Some(edit) = next.next_if(|e| e.key == key) {
+                edit.apply(&mut flat);
+            }
+            let mut enc = BucketEncoder::begin(&out.bytes);
+            let mut last = None;
+            for (pmh, archive) in &flat {
+                if last != Some(pmh) {
+                    enc.holder(pmh);
+                    last = Some(pmh);
+                }
+                enc.certificate_trusted(&mut out.bytes, archive)
+                    .map_err(|e| Error::Corrupt(format!("holder {}: {e}", hex(&key.0))))?;
+            }
+            out.buckets.push((key, enc.finish(&mut out.bytes)));
         }
     }
     Ok(out)
+}
+
+/// Each upsert's certificate archived once, on every core: per contiguous chunk of the
+/// change set, one arena of archives and, per change, its digest and range in the arena.
+struct Archives {
+    chunk: usize,
+    parts: Vec<ArchivedChunk>,
+}
+
+/// One chunk's arena, and per change its digest and range in the arena (`None`: a delete).
+type ArchivedChunk = (Vec<u8>, Vec<Option<(u64, std::ops::Range<usize>)>>);
+
+impl Archives {
+    fn encode(changes: &[Change]) -> Result<Archives, Error> {
+        let threads = threads_for(changes.len());
+        let chunk = changes.len().div_ceil(threads).max(1);
+        let one = |part: &[Change]| -> Result<_, Error> {
+            let mut arena = Vec::with_capacity(part.len() * 1024);
+            let mut at = Vec::with_capacity(part.len());
+            for ch in part {
+                at.push(match ch {
+                    Change::Upsert { certificate, .. } => {
+                        let start = arena.len();
+                        let digest = encode_certificate_into(certificate, &mut arena)?;
+                        Some((digest, start..arena.len()))
+                    }
+                    Change::Delete(_) => None,
+                });
+            }
+            Ok((arena, at))
+        };
+        let parts = match threads < 2 {
+            true => vec![one(changes)?],
+            false => std::thread::scope(|scope| {
+                let handles: Vec<_> = changes.chunks(chunk).map(|c| scope.spawn(move || one(c))).collect();
+                handles.into_iter().map(join).collect::<Result<Vec<_>, Error>>()
+            })?,
+        };
+        Ok(Archives { chunk, parts })
+    }
+
+    /// The digest and archive of change `i`, if it is an upsert.
+    fn get(&self, i: usize) -> Option<(u64, &[u8])> {
+        let (arena, at) = self.parts.get(i / self.chunk)?;
+        let (digest, range) = at.get(i % self.chunk)?.as_ref()?;
+        Some((*digest, arena.get(range.clone())?))
+    }
 }
 
 impl Store {
@@ -380,7 +447,6 @@ impl Store {
         let source_cf = self.cf(SOURCE[active])?;
         let holders_cf = self.cf(HOLDERS[active])?;
         let mut sum = ApplySummary::default();
-        let mut listed: HashSet<Vec<u8>, foldhash::fast::RandomState> = HashSet::default();
 
         // Every source-index entry the set touches, read in one sorted batch on every core.
         let iks: Vec<Vec<u8>> = changes.iter().map(|c| c.id().index_key()).collect();
@@ -405,67 +471,25 @@ impl Store {
             existing[i] = e;
         }
         drop(order);
-        // The entry each upsert will have (its digest is an encode of the certificate).
-        let entries = par_map(&changes, |part| {
-            let mut scratch = Vec::new();
-            part.iter()
-                .map(|ch| match ch {
-                    Change::Upsert { pmh_id, certificate } => {
-                        scratch.clear();
-                        let digest = encode_certificate_into(certificate, &mut scratch)?;
-                        Ok(Some(SourceEntry { key: self.key_of(pmh_id), pmh_id: *pmh_id, digest }))
-                    }
-                    Change::Delete(_) => Ok(None),
-                })
-                .collect()
-        })?;
+        // Each upsert's archive, and from its digest the source-index entry it will have.
+        let archives = Archives::encode(&changes)?;
+        let entries: Vec<Option<SourceEntry>> = changes
+            .iter()
+            .enumerate()
+            .map(|(i, ch)| match ch {
+                Change::Upsert { pmh_id, .. } => {
+                    let (digest, _) = archives.get(i)?;
+                    Some(SourceEntry { key: self.key_of(pmh_id), pmh_id: *pmh_id, digest })
+                }
+                Change::Delete(_) => None,
+            })
+            .collect();
         let read = started.elapsed();
 
-        // What changes: the summary, the source-index writes and the edits of holders. The
-        // edits go straight into one part per core, by key range (a certificate is moved
-        // once, from its change into its part).
-        let threads = threads_for(changes.len());
-        let bounds =
-            split_points(entries.iter().chain(&existing).filter_map(|e| e.as_ref().map(|e| e.key)).collect(), threads);
-        let mut parts: Vec<Vec<Option<BucketEdit>>> =
-            (0..=bounds.len()).map(|_| Vec::with_capacity(changes.len() / (bounds.len() + 1) + 16)).collect();
-        let mut edit = |e: BucketEdit| parts[part_of(&bounds, &e.key)].push(Some(e));
-        let mut source_ops: Vec<(Vec<u8>, Option<[u8; SOURCE_VALUE_LEN]>)> = Vec::with_capacity(changes.len());
-        for (((ch, ik), existing), entry) in changes.into_iter().zip(iks).zip(existing).zip(entries) {
-            if matches!(mode, ApplyMode::ReplaceMunicipality(_)) {
-                listed.insert(ik.clone());
-            }
-            match (ch, entry) {
-                (Change::Upsert { pmh_id, certificate }, Some(entry)) => match existing {
-                    Some(old) if old == entry => sum.unchanged += 1,
-                    Some(old) => {
-                        if old.pmh_id != entry.pmh_id {
-                            let id = certificate.id();
-                            edit(BucketEdit { key: old.key, pmh_id: old.pmh_id, edit: Edit::Remove(id) });
-                        }
-                        edit(BucketEdit { key: entry.key, pmh_id, edit: Edit::Put(certificate) });
-                        source_ops.push((ik, Some(entry.encode())));
-                        sum.updated += 1;
-                    }
-                    None => {
-                        edit(BucketEdit { key: entry.key, pmh_id, edit: Edit::Put(certificate) });
-                        source_ops.push((ik, Some(entry.encode())));
-                        sum.inserted += 1;
-                    }
-                },
-                (Change::Upsert { .. }, None) => return Err(Error::Corrupt("upsert without its index entry".into())),
-                (Change::Delete(id), _) => match existing {
-                    Some(old) => {
-                        edit(BucketEdit { key: old.key, pmh_id: old.pmh_id, edit: Edit::Remove(id) });
-                        source_ops.push((ik, None));
-                        sum.deleted += 1;
-                    }
-                    None => sum.unchanged += 1,
-                },
-            }
-        }
-
+        // A full upload deletes every certificate of its municipality it does not list.
+        let mut unlisted: Vec<(Vec<u8>, SourceEntry, CertificateId)> = Vec::new();
         if let ApplyMode::ReplaceMunicipality(m) = mode {
+            let listed: HashSet<&[u8], foldhash::fast::RandomState> = iks.iter().map(|k| k.as_slice()).collect();
             let prefix = CertificateId::municipality_prefix(m);
             let iter =
                 self.db.iterator_cf(source_cf, rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward));
@@ -480,12 +504,60 @@ impl Store {
                 let old = SourceEntry::decode(&v).ok_or_else(|| Error::Corrupt(format!("source index {}", hex(&k))))?;
                 let id = CertificateId::from_index_key(&k)
                     .ok_or_else(|| Error::Corrupt(format!("source key {}", hex(&k))))?;
-                edit(BucketEdit { key: old.key, pmh_id: old.pmh_id, edit: Edit::Remove(id) });
-                source_ops.push((k.to_vec(), None));
-                sum.deleted += 1;
+                unlisted.push((k.to_vec(), old, id));
             }
         }
-        drop(listed);
+
+        // What changes: the summary, the source-index writes and the edits of holders. The
+        // edits go straight into one part per core, by key range.
+        let threads = threads_for(changes.len() + unlisted.len());
+        let bounds =
+            split_points(entries.iter().chain(&existing).filter_map(|e| e.as_ref().map(|e| e.key)).collect(), threads);
+        let mut parts: Vec<Vec<BucketEdit<'_>>> =
+            (0..=bounds.len()).map(|_| Vec::with_capacity(changes.len() / (bounds.len() + 1) + 16)).collect();
+        let mut edit =
+            |key: StoreKey, pmh_id: PmhId, edit| route(&mut parts, &bounds, BucketEdit { key, pmh_id, edit });
+        let mut source_ops: Vec<(Vec<u8>, Option<[u8; SOURCE_VALUE_LEN]>)> =
+            Vec::with_capacity(changes.len() + unlisted.len());
+        for (i, (((ch, ik), existing), entry)) in changes.iter().zip(iks).zip(existing).zip(entries).enumerate() {
+            match (ch, entry) {
+                (Change::Upsert { pmh_id, .. }, Some(entry)) => {
+                    let Some((_, archive)) = archives.get(i) else {
+                        return Err(Error::Corrupt("upsert without its archive".into()));
+                    };
+                    match existing {
+                        Some(old) if old == entry => sum.unchanged += 1,
+                        Some(old) => {
+                            if old.pmh_id != entry.pmh_id {
+                                edit(old.key, old.pmh_id, Edit::RemoveSame(archive));
+                            }
+                            edit(entry.key, *pmh_id, Edit::Put(archive));
+                            source_ops.push((ik, Some(entry.encode())));
+                            sum.updated += 1;
+                        }
+                        None => {
+                            edit(entry.key, *pmh_id, Edit::Put(archive));
+                            source_ops.push((ik, Some(entry.encode())));
+                            sum.inserted += 1;
+                        }
+                    }
+                }
+                (Change::Upsert { .. }, None) => return Err(Error::Corrupt("upsert without its index entry".into())),
+                (Change::Delete(id), _) => match existing {
+                    Some(old) => {
+                        edit(old.key, old.pmh_id, Edit::Remove(id));
+                        source_ops.push((ik, None));
+                        sum.deleted += 1;
+                    }
+                    None => sum.unchanged += 1,
+                },
+            }
+        }
+        for (k, old, id) in &unlisted {
+            edit(old.key, old.pmh_id, Edit::Remove(id));
+            source_ops.push((k.clone(), None));
+            sum.deleted += 1;
+        }
 
         // The parts are edited on one thread each while this thread puts the source-index
         // writes in key order (the memtable's skiplist inserts a run of ascending keys from
@@ -548,6 +620,17 @@ impl Store {
             write_ms = (started.elapsed() - built).as_millis() as u64,
             "change set applied"
         );
+        drop(archives);
+        if changes.len() >= PARALLEL_MIN {
+            drop_elsewhere(changes);
+        }
         Ok(sum)
     }
+}
+
+/// Frees a large change set's certificates on a thread of their own: millions of small
+/// allocations whose freeing the caller (an upload's answer, `pmh-load diff`'s exit) need
+/// not wait for. If no thread can be started they are freed here.
+fn drop_elsewhere<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new().name("pmh-free".into()).spawn(move || drop(value));
 }

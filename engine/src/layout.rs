@@ -42,8 +42,9 @@ pub(crate) const META_FINGERPRINT: &[u8] = b"secret_fingerprint";
 /// Meta key: the active generation (u64 BE); its low bit picks the active pair.
 pub(crate) const META_GENERATION: &[u8] = b"generation";
 
-/// The schema this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this build writes and reads. 2: a holders value frames one rkyv archive per
+/// certificate (`record` module doc); 1 archived the whole bucket as one rkyv value.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Length of a source-index value.
 pub const SOURCE_VALUE_LEN: usize = 40;

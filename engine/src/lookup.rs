@@ -15,8 +15,8 @@
 //! 5. **Designated institutions** — each certificate says whether the asker is one of its
 //!    指定医療機関.
 //!
-//! The cost is one pinned RocksDB get plus a checksum pass over the value, which is then
-//! read in place (see `record::access_bucket_trusted` for why a checksum and not a full
+//! The cost is one pinned RocksDB get plus a checksum pass over the value, whose
+//! certificate archives are then read in place (see `record::access_bucket_trusted` for why a checksum and not a full
 //! bytecheck on this path); the answer borrows the pinned block, so nothing is copied
 //! until the caller renders it.
 
@@ -29,7 +29,7 @@ use crate::date::{Date, unix_now_micros};
 use crate::error::Error;
 use crate::ids::InstitutionCode;
 use crate::pmh_id::PmhId;
-use crate::record::{ArchivedBucket, ArchivedCertificate, ArchivedHolder, VALUE_TRAILER, access_bucket_trusted};
+use crate::record::{ArchivedCertificate, StoredBucket, StoredHolder, access_bucket_trusted};
 use crate::store::Store;
 
 /// The answer to one lookup.
@@ -54,7 +54,7 @@ impl Lookup<'_> {
 pub struct Eligibility<'a> {
     /// The pinned, already validated value; `None` when the person has no records.
     value: Option<DBPinnableSlice<'a>>,
-    /// Index of the person's holder within the bucket.
+    /// Where the person's holder starts in the value.
     holder: usize,
     /// Which certificates are valid on the date.
     visible: Visible,
@@ -100,25 +100,27 @@ pub struct CertificateView<'e> {
 }
 
 impl<'a> Eligibility<'a> {
-    fn holder(&self) -> Option<&ArchivedHolder> {
+    fn holder(&self) -> Option<StoredHolder<'_>> {
         let v = self.value.as_ref()?;
         // SAFETY: `Eligibility::new` accepted these exact bytes through
-        // `access_bucket_trusted` (checksum over a holders value written by
-        // `encode_bucket`), and a pinned slice is immutable while pinned.
-        let bucket = unsafe { rkyv::access_unchecked::<ArchivedBucket>(&v[..v.len() - VALUE_TRAILER]) };
-        bucket.holders.get(self.holder)
+        // `access_bucket_trusted` (checksum and framing of a holders value written by the
+        // engine's encoder), and a pinned slice is immutable while pinned. The checksum is
+        // not taken again: only the framing of this one holder is walked.
+        let bucket = unsafe { StoredBucket::assume_checked(v) };
+        bucket.holder_at(self.holder)
     }
 
     /// The certificates valid on the date, in stored order.
     pub fn certificates(&self) -> impl Iterator<Item = CertificateView<'_>> {
-        let certs = self.holder().map(|h| &h.certificates[..]).unwrap_or(&[]);
-        self.visible.indices().map(move |i| {
-            let c = &certs[i];
-            CertificateView {
+        let mut certs = self.holder().into_iter().flat_map(|h| h.certificates()).enumerate();
+        self.visible.indices().filter_map(move |i| {
+            // Visible indices ascend, so one forward walk of the holder serves them all.
+            let (_, c) = certs.find(|(j, _)| *j == i)?;
+            Some(CertificateView {
                 certificate: c,
                 personal_disclosed: !self.personal_withheld,
                 is_designated_institution: c.is_designated(self.institution),
-            }
+            })
         })
     }
 
@@ -157,19 +159,18 @@ impl<'a> Eligibility<'a> {
             date,
         };
         let Some(v) = value else { return Ok(e) };
-        // SAFETY: holders values are written only by `encode_bucket` (change sets and
+        // SAFETY: holders values are written only by the engine's encoder (change sets and
         // snapshots); see `access_bucket_trusted` for why the checksum then suffices.
         let bucket = unsafe { access_bucket_trusted(&v) }
             .map_err(|err| Error::Corrupt(format!("holder value for key of {pmh_id}: {err}")))?;
-        let Some((idx, holder)) = bucket.holders.iter().enumerate().find(|(_, h)| &h.pmh_id == pmh_id.as_bytes())
-        else {
+        let Some(holder) = bucket.holder(pmh_id.as_bytes()) else {
             // Another person's bucket (store-key collision): this person has no records.
             return Ok(e);
         };
-        e.holder = idx;
-        e.personal_withheld = holder.certificates.iter().any(|c| c.is_not_disclosed);
-        let valid = holder.certificates.iter().enumerate().filter(|(_, c)| c.is_valid_on(date)).map(|(i, _)| i);
-        e.visible = if holder.certificates.len() <= 64 {
+        e.holder = holder.offset();
+        e.personal_withheld = holder.certificates().any(|c| c.is_not_disclosed);
+        let valid = holder.certificates().enumerate().filter(|(_, c)| c.is_valid_on(date)).map(|(i, _)| i);
+        e.visible = if holder.len() <= 64 {
             Visible::Mask(valid.fold(0u64, |m, i| m | (1u64 << i)))
         } else {
             Visible::List(valid.map(|i| i as u16).collect())

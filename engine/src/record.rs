@@ -1,9 +1,23 @@
 //! Record types: what one person's entry in the store holds, as rkyv archives.
 //!
-//! One RocksDB value is a [`Bucket`]: the [`Holder`]s whose PMH-IDs hash to that store key
-//! — in practice exactly one, but a forced or astronomically unlucky xxh3 collision puts
-//! two people in one bucket, and because every holder keeps its full PMH-ID, each read
-//! picks its own and never the other's.
+//! One RocksDB value is a bucket: the holders whose PMH-IDs hash to that store key — in
+//! practice exactly one, but a forced or astronomically unlucky xxh3 collision puts two
+//! people in one bucket, and because every holder keeps its full PMH-ID, each read picks
+//! its own and never the other's.
+//!
+//! ## The holders value
+//! ```text
+//! value    := holder+ checksum
+//! holder   := pmh_id (16) | count (u32 LE, ≥ 1) | certificate{count}
+//! cert     := len (u32 LE) | archive (len bytes: one Certificate, as encode_certificate makes)
+//! checksum := xxh3-64 (LE) of every byte before it
+//! ```
+//! Each certificate is its own rkyv archive, framed by plain lengths, so a change set or a
+//! full load builds a value by copying certificate archives as bytes: an unchanged
+//! certificate is never decoded and re-encoded, and a full load's workers serialise each
+//! certificate once (its archive is also what its source-index digest is taken over).
+//! [`Bucket`] and [`Holder`] are the owned forms, for building values in tests and small
+//! snapshots; [`StoredBucket`] reads a value in place.
 //!
 //! A [`Certificate`] is one uploaded record: one certificate period (受給者証) of one
 //! person from one municipality, with the field names of the published PMH registration
@@ -23,15 +37,15 @@ use crate::date::Date;
 /// Sex in 基本5情報: `0` 不明 (also for programs that do not manage sex), `1` 男, `2` 女.
 pub type Sex = u8;
 
-/// The store's root value at one key.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+/// The owned form of one holders value (see the module doc for the stored form).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Bucket {
     /// The people whose store key is this key (one, barring collisions).
     pub holders: Vec<Holder>,
 }
 
 /// One person (受給者) and all their certificates, from every municipality.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Holder {
     /// The full PMH-ID (16 raw bytes), compared on every read.
     pub pmh_id: [u8; 16],
@@ -338,16 +352,31 @@ impl ArchivedCertificate {
     }
 }
 
-impl ArchivedBucket {
-    /// The holder with this exact PMH-ID, if any.
+impl ArchivedCertificate {
+    /// Whether two archived certificates have the same identity (municipality, type id,
+    /// history key).
     #[inline]
-    pub fn holder(&self, pmh_id: &[u8; 16]) -> Option<&ArchivedHolder> {
-        self.holders.iter().find(|h| &h.pmh_id == pmh_id)
+    pub fn same_identity(&self, other: &ArchivedCertificate) -> bool {
+        self.municipality_code == other.municipality_code
+            && self.org_specific_certificate_type_id == other.org_specific_certificate_type_id
+            && self.history_key == other.history_key
     }
 }
 
-/// Bytes of the checksum trailer after each stored archive.
+impl CertificateId {
+    /// Whether `c` is the archived certificate with this identity.
+    pub fn is_of_archived(&self, c: &ArchivedCertificate) -> bool {
+        c.municipality_code.to_native() == self.municipality_code
+            && c.org_specific_certificate_type_id.as_str() == self.org_specific_certificate_type_id
+            && c.history_key.as_str() == self.history_key
+    }
+}
+
+/// Bytes of the checksum trailer after each stored value.
 pub const VALUE_TRAILER: usize = 8;
+
+/// Bytes of a holder's header: PMH-ID and certificate count.
+const HOLDER_HEAD: usize = 16 + 4;
 
 /// Why stored bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -355,85 +384,314 @@ pub enum ValueError {
     /// Shorter than the checksum trailer.
     #[error("value shorter than its checksum")]
     Short,
-    /// The xxh3-64 trailer does not match the archive bytes.
+    /// The xxh3-64 trailer does not match the bytes.
     #[error("checksum mismatch")]
     Checksum,
-    /// The archive does not validate (bytecheck).
+    /// The framing of holders and certificates does not add up.
+    #[error("malformed holders value: {0}")]
+    Framing(&'static str),
+    /// A certificate archive does not validate (bytecheck), or its digest does not match.
     #[error("archive does not validate: {0}")]
     Invalid(String),
 }
 
-/// Serializes a bucket to its stored bytes: the rkyv archive followed by the xxh3-64 of
-/// the archive (little-endian).
-pub fn encode_bucket(b: &Bucket) -> Result<Vec<u8>, rkyv::rancor::Error> {
-    let mut v = Vec::new();
-    encode_bucket_into(b, &mut v)?;
-    Ok(v)
+/// Builds holders values from certificate archives, appending to a caller's buffer (one
+/// buffer can hold many values one after another). Holders are started with
+/// [`BucketEncoder::holder`]; a holder given no certificate is left out, and a value with
+/// no holder at all is no value ([`BucketEncoder::finish`] returns `None`).
+pub struct BucketEncoder {
+    start: usize,
+    /// The holder started but not yet written (written with its first certificate).
+    pending: Option<[u8; 16]>,
+    /// Where the current holder's count is, and the count so far.
+    count_at: Option<(usize, u32)>,
 }
 
-/// [`encode_bucket`] into a reused buffer: `out` is cleared and then holds the stored bytes.
-pub fn encode_bucket_into(b: &Bucket, out: &mut Vec<u8>) -> Result<(), rkyv::rancor::Error> {
-    out.clear();
-    append_bucket(b, out).map(|_| ())
+impl BucketEncoder {
+    /// A value that starts at the current end of `out`.
+    pub fn begin(out: &[u8]) -> BucketEncoder {
+        BucketEncoder { start: out.len(), pending: None, count_at: None }
+    }
+
+    /// Starts the holder `pmh_id`; the certificates that follow are theirs. A bucket's
+    /// holders must have distinct PMH-IDs.
+    pub fn holder(&mut self, pmh_id: &[u8; 16]) {
+        self.pending = Some(*pmh_id);
+    }
+
+    /// Appends a certificate archive made by [`crate::change::encode_certificate`] whose
+    /// digest (as kept in the source index and in a loader's sort runs) is `digest`. The
+    /// digest is checked, so bytes that are not such an archive — a corrupted scratch file —
+    /// are an error here and never reach a reader.
+    pub fn certificate(&mut self, out: &mut Vec<u8>, archive: &[u8], digest: u64) -> Result<(), ValueError> {
+        if xxhash_rust::xxh3::xxh3_64(archive) != digest {
+            return Err(ValueError::Invalid("certificate archive does not match its digest".into()));
+        }
+        self.certificate_trusted(out, archive)
+    }
+
+    /// [`BucketEncoder::certificate`] for an archive the engine made or read from a checked
+    /// holders value.
+    pub(crate) fn certificate_trusted(&mut self, out: &mut Vec<u8>, archive: &[u8]) -> Result<(), ValueError> {
+        let len = u32::try_from(archive.len()).map_err(|_| ValueError::Framing("certificate over 4 GiB"))?;
+        if archive.len() < size_of::<ArchivedCertificate>() {
+            return Err(ValueError::Framing("certificate archive shorter than its root"));
+        }
+        if let Some(pmh) = self.pending.take() {
+            out.extend_from_slice(&pmh);
+            self.count_at = Some((out.len(), 0));
+            out.extend_from_slice(&0u32.to_le_bytes());
+        }
+        let Some((at, count)) = self.count_at.as_mut() else {
+            return Err(ValueError::Framing("certificate before any holder"));
+        };
+        *count = count.checked_add(1).ok_or(ValueError::Framing("too many certificates"))?;
+        out[*at..*at + 4].copy_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(archive);
+        Ok(())
+    }
+
+    /// Ends the value: appends the checksum and returns where the value is in `out`, or
+    /// `None` (and `out` as it was) when no holder has a certificate.
+    pub fn finish(self, out: &mut Vec<u8>) -> Option<std::ops::Range<usize>> {
+        if out.len() == self.start {
+            return None;
+        }
+        let digest = xxhash_rust::xxh3::xxh3_64(&out[self.start..]);
+        out.extend_from_slice(&digest.to_le_bytes());
+        Some(self.start..out.len())
+    }
 }
 
-/// [`encode_bucket`] appended to `out`; returns where the stored bytes are in it. They are
-/// exactly what [`encode_bucket`] makes: the workspace's rkyv format is unaligned, so a
-/// plain `Vec` is a valid writer and no padding depends on where the archive starts.
-pub fn append_bucket(b: &Bucket, out: &mut Vec<u8>) -> Result<std::ops::Range<usize>, rkyv::rancor::Error> {
-    let start = out.len();
-    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(b, &mut *out)?;
-    let digest = xxhash_rust::xxh3::xxh3_64(&out[start..]);
-    out.extend_from_slice(&digest.to_le_bytes());
-    Ok(start..out.len())
+/// Serializes an owned bucket to its stored bytes (each certificate archived, then framed;
+/// holders without certificates are left out).
+pub fn encode_bucket(b: &Bucket) -> Result<Vec<u8>, ValueError> {
+    let mut out = Vec::new();
+    let mut scratch = Vec::new();
+    let mut enc = BucketEncoder::begin(&out);
+    for h in &b.holders {
+        enc.holder(&h.pmh_id);
+        for c in &h.certificates {
+            scratch.clear();
+            crate::change::encode_certificate_into(c, &mut scratch)
+                .map_err(|e| ValueError::Invalid(format!("serialize certificate: {e}")))?;
+            enc.certificate_trusted(&mut out, &scratch)?;
+        }
+    }
+    enc.finish(&mut out);
+    Ok(out)
 }
 
-/// The archive part of stored bytes, after checking the checksum trailer.
+/// The bytes before the checksum trailer, after checking it.
 #[inline]
-fn checked_archive(bytes: &[u8]) -> Result<&[u8], ValueError> {
+fn checked_body(bytes: &[u8]) -> Result<&[u8], ValueError> {
     let split = bytes.len().checked_sub(VALUE_TRAILER).ok_or(ValueError::Short)?;
-    let (archive, trailer) = bytes.split_at(split);
+    let (body, trailer) = bytes.split_at(split);
     let want = u64::from_le_bytes(trailer.try_into().map_err(|_| ValueError::Short)?);
-    if xxhash_rust::xxh3::xxh3_64(archive) != want {
+    if xxhash_rust::xxh3::xxh3_64(body) != want {
         return Err(ValueError::Checksum);
     }
-    Ok(archive)
+    Ok(body)
 }
 
-/// Fully validates stored bytes — checksum and rkyv bytecheck of every field — and gives
-/// zero-copy access. Works on any alignment (see the module doc). Used by `verify`.
-pub fn access_bucket(bytes: &[u8]) -> Result<&ArchivedBucket, ValueError> {
-    let archive = checked_archive(bytes)?;
-    rkyv::access::<ArchivedBucket, rkyv::rancor::Error>(archive).map_err(|e| ValueError::Invalid(e.to_string()))
+#[inline]
+fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
-/// The hot-path access: checks the checksum trailer (one xxh3 pass, ~30 ns) and reads the
-/// archive without bytecheck (which costs ~0.8 µs on a typical holder: every string is
-/// UTF-8-checked, every pointer range-checked).
+/// Checks that `body` is a sequence of whole holders, each with ≥ 1 certificate whose
+/// archive is at least as long as its root; calls `cert` on every archive.
+fn check_framing(body: &[u8], mut cert: impl FnMut(&[u8]) -> Result<(), ValueError>) -> Result<(), ValueError> {
+    let mut at = 0;
+    while at < body.len() {
+        let count = read_u32(body, at + 16).ok_or(ValueError::Framing("truncated holder"))?;
+        if count == 0 {
+            return Err(ValueError::Framing("holder without certificates"));
+        }
+        at += HOLDER_HEAD;
+        for _ in 0..count {
+            let len = read_u32(body, at).ok_or(ValueError::Framing("truncated certificate length"))? as usize;
+            let archive = body
+                .get(at + 4..)
+                .and_then(|rest| rest.get(..len))
+                .ok_or(ValueError::Framing("certificate beyond the value"))?;
+            if len < size_of::<ArchivedCertificate>() {
+                return Err(ValueError::Framing("certificate archive shorter than its root"));
+            }
+            cert(archive)?;
+            at += 4 + len;
+        }
+    }
+    Ok(())
+}
+
+/// A holders value read in place: its checksum checked and its framing walked once, so the
+/// holders and certificates are then read without further checks.
+#[derive(Clone, Copy)]
+pub struct StoredBucket<'v> {
+    body: &'v [u8],
+}
+
+impl<'v> StoredBucket<'v> {
+    /// The holders, in stored order.
+    pub fn holders(&self) -> impl Iterator<Item = StoredHolder<'v>> + use<'v> {
+        let body = self.body;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let h = StoredHolder::at(body, at)?;
+            at = h.end;
+            Some(h)
+        })
+    }
+
+    /// The holder with this exact PMH-ID, if any.
+    #[inline]
+    pub fn holder(&self, pmh_id: &[u8; 16]) -> Option<StoredHolder<'v>> {
+        self.holders().find(|h| h.pmh_id() == pmh_id)
+    }
+
+    /// A value already accepted by [`access_bucket`] or [`access_bucket_trusted`], read
+    /// again without its checks (an answer re-reading the value it holds pinned).
+    ///
+    /// # Safety
+    /// `bytes` must be exactly the bytes one of those functions accepted.
+    #[inline]
+    pub unsafe fn assume_checked(bytes: &'v [u8]) -> StoredBucket<'v> {
+        StoredBucket { body: &bytes[..bytes.len().saturating_sub(VALUE_TRAILER)] }
+    }
+
+    /// The holder whose header is at `offset` ([`StoredHolder::offset`]) of this value.
+    pub fn holder_at(&self, offset: usize) -> Option<StoredHolder<'v>> {
+        StoredHolder::at(self.body, offset)
+    }
+}
+
+/// One holder of a [`StoredBucket`].
+#[derive(Clone, Copy)]
+pub struct StoredHolder<'v> {
+    body: &'v [u8],
+    offset: usize,
+    count: u32,
+    end: usize,
+}
+
+impl<'v> StoredHolder<'v> {
+    /// The holder at `at` of a body whose framing was checked. Walks its certificate
+    /// lengths to find where it ends (a holder has a handful of certificates).
+    fn at(body: &'v [u8], at: usize) -> Option<StoredHolder<'v>> {
+        let count = read_u32(body, at + 16)?;
+        let mut end = at + HOLDER_HEAD;
+        for _ in 0..count {
+            end += 4 + read_u32(body, end)? as usize;
+        }
+        (end <= body.len()).then_some(StoredHolder { body, offset: at, count, end })
+    }
+
+    /// The holder's full PMH-ID.
+    pub fn pmh_id(&self) -> &'v [u8; 16] {
+        self.body[self.offset..self.offset + 16].try_into().unwrap_or(&[0; 16])
+    }
+
+    /// Where this holder starts in its value (for [`StoredBucket::holder_at`]).
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Number of certificates.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the holder has no certificate (never true for a stored holder).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The certificate archives, in stored order (each as `encode_certificate` made it).
+    pub fn archives(&self) -> impl Iterator<Item = &'v [u8]> + use<'v> {
+        let (body, end) = (self.body, self.end);
+        let mut at = self.offset + HOLDER_HEAD;
+        std::iter::from_fn(move || {
+            let len = read_u32(body, at)? as usize;
+            let archive = body.get(at + 4..at + 4 + len).filter(|_| at + 4 + len <= end)?;
+            at += 4 + len;
+            Some(archive)
+        })
+    }
+
+    /// The certificates, read in place, in stored order.
+    pub fn certificates(&self) -> impl Iterator<Item = &'v ArchivedCertificate> + use<'v> {
+        // SAFETY: a `StoredHolder` only comes from a `StoredBucket`, made by
+        // `access_bucket` (every archive bytechecked) or `access_bucket_trusted` (whose
+        // caller vouches that the value was written by this module's encoder from archives
+        // `encode_certificate` made, and the checksum proves the bytes unchanged); the
+        // framing check made every archive at least as long as its root.
+        self.archives().map(|a| unsafe { rkyv::access_unchecked::<ArchivedCertificate>(a) })
+    }
+}
+
+/// Fully validates stored bytes — checksum, framing, and an rkyv bytecheck of every
+/// certificate — and gives zero-copy access. Works on any alignment (see the module doc).
+/// Used by `verify`.
+pub fn access_bucket(bytes: &[u8]) -> Result<StoredBucket<'_>, ValueError> {
+    let body = checked_body(bytes)?;
+    check_framing(body, |a| {
+        rkyv::access::<ArchivedCertificate, rkyv::rancor::Error>(a)
+            .map(|_| ())
+            .map_err(|e| ValueError::Invalid(e.to_string()))
+    })?;
+    Ok(StoredBucket { body })
+}
+
+/// The hot-path access: checks the checksum trailer (one xxh3 pass, ~30 ns) and the
+/// framing (a few length fields), and reads the certificate archives without bytecheck
+/// (which costs ~0.8 µs on a typical holder: every string is UTF-8-checked, every pointer
+/// range-checked).
 ///
 /// # Safety
-/// `bytes` must have been produced by [`encode_bucket`] (the only writer of the holders
-/// column family). A matching checksum then proves the archive is byte-for-byte what rkyv
-/// serialized, which is always a valid archive; accidental corruption (disk, memory, a
-/// truncated write) fails the checksum with probability 1 − 2⁻⁶⁴. Bytes crafted to match
-/// the checksum by someone writing the database directly are outside this guarantee;
+/// `bytes` must have been produced by [`BucketEncoder`] from archives
+/// [`crate::change::encode_certificate`] made (the only writer of the holders column
+/// family). A matching checksum then proves the bytes are exactly what was written, and
+/// every archive rkyv wrote is valid; accidental corruption (disk, memory, a truncated
+/// write) fails the checksum with probability 1 − 2⁻⁶⁴. Bytes crafted to match the
+/// checksum by someone writing the database directly are outside this guarantee;
 /// `pmh-admin verify` validates everything fully.
 #[inline]
-pub unsafe fn access_bucket_trusted(bytes: &[u8]) -> Result<&ArchivedBucket, ValueError> {
-    let archive = checked_archive(bytes)?;
-    // SAFETY: per this function's contract, see above.
-    Ok(unsafe { rkyv::access_unchecked::<ArchivedBucket>(archive) })
+pub unsafe fn access_bucket_trusted(bytes: &[u8]) -> Result<StoredBucket<'_>, ValueError> {
+    let body = checked_body(bytes)?;
+    check_framing(body, |_| Ok(()))?;
+    Ok(StoredBucket { body })
 }
 
-/// Copies a holders value out into owned records after checking only its checksum (see
-/// [`access_bucket_trusted`] for why that suffices for values the engine wrote). Used by
-/// change sets, which decode every holder they touch: a full bytecheck there cost more
-/// than the rest of the decoding.
-pub(crate) fn decode_bucket_trusted(bytes: &[u8]) -> Result<Bucket, ValueError> {
-    // SAFETY: only called on values read from the holders column family, which only
-    // `encode_bucket` writes.
-    let a = unsafe { access_bucket_trusted(bytes) }?;
-    rkyv::deserialize::<Bucket, rkyv::rancor::Error>(a).map_err(|e| ValueError::Invalid(e.to_string()))
+/// The archived certificate in `archive`, without bytecheck.
+///
+/// # Safety
+/// `archive` must be an archive [`crate::change::encode_certificate`] made, or one read
+/// from a [`StoredBucket`].
+#[inline]
+pub(crate) unsafe fn archived_trusted(archive: &[u8]) -> &ArchivedCertificate {
+    // SAFETY: per this function's contract.
+    unsafe { rkyv::access_unchecked::<ArchivedCertificate>(archive) }
+}
+
+/// Copies a stored bucket out into owned records (tests and tools; the engine's change
+/// sets copy archives as bytes instead).
+pub fn decode_bucket(b: &StoredBucket<'_>) -> Result<Bucket, ValueError> {
+    let holders = b
+        .holders()
+        .map(|h| {
+            let certificates = h
+                .certificates()
+                .map(|c| {
+                    rkyv::deserialize::<Certificate, rkyv::rancor::Error>(c)
+                        .map_err(|e| ValueError::Invalid(e.to_string()))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Holder { pmh_id: *h.pmh_id(), certificates })
+        })
+        .collect::<Result<_, ValueError>>()?;
+    Ok(Bucket { holders })
 }
 
 #[cfg(test)]
@@ -444,44 +702,89 @@ mod tests {
         Certificate::example("H1")
     }
 
+    fn archive(c: &Certificate) -> (Vec<u8>, u64) {
+        crate::change::encode_certificate(c).unwrap()
+    }
+
+    fn two_holders() -> Bucket {
+        Bucket {
+            holders: vec![
+                Holder { pmh_id: [7; 16], certificates: vec![cert()] },
+                Holder { pmh_id: [9; 16], certificates: vec![cert(), Certificate::example("H2")] },
+            ],
+        }
+    }
+
     #[test]
     fn round_trips_and_reads_at_any_alignment() {
-        let b = Bucket { holders: vec![Holder { pmh_id: [7; 16], certificates: vec![cert()] }] };
+        let b = two_holders();
         let bytes = encode_bucket(&b).unwrap();
         // Read at every offset 0..8: the unaligned format must not care.
         for off in 0..8 {
             let mut buf = vec![0u8; off];
             buf.extend_from_slice(&bytes);
             let a = access_bucket(&buf[off..]).unwrap();
-            assert_eq!(a.holders.len(), 1);
-            assert!(a.holder(&[7; 16]).is_some());
+            assert_eq!(a.holders().count(), 2);
+            assert_eq!(a.holder(&[7; 16]).unwrap().len(), 1);
+            let nine = a.holder(&[9; 16]).unwrap();
+            let keys: Vec<&str> = nine.certificates().map(|c| c.history_key.as_str()).collect();
+            assert_eq!(keys, ["H1", "H2"]);
+            assert_eq!(a.holder_at(nine.offset()).unwrap().pmh_id(), &[9; 16]);
             assert!(a.holder(&[8; 16]).is_none());
+            assert_eq!(decode_bucket(&a).unwrap(), b);
         }
-        assert_eq!(decode_bucket_trusted(&bytes).unwrap(), b);
     }
 
     #[test]
-    fn appended_buckets_are_the_bytes_encode_bucket_makes() {
-        let one = Bucket { holders: vec![Holder { pmh_id: [7; 16], certificates: vec![cert()] }] };
-        let two = Bucket {
-            holders: vec![Holder { pmh_id: [9; 16], certificates: vec![cert(), Certificate::example("H2")] }],
-        };
+    fn the_encoder_frames_archives_as_given_and_leaves_out_empty_holders() {
+        let (a1, d1) = archive(&cert());
+        let (a2, d2) = archive(&Certificate::example("H2"));
         for prefix in 0..5 {
             let mut out = vec![0xAA; prefix];
-            let r1 = append_bucket(&one, &mut out).unwrap();
-            let r2 = append_bucket(&two, &mut out).unwrap();
-            assert_eq!((r1.start, r1.end, r2.start, r2.end), (prefix, r2.start, r1.end, out.len()));
-            assert_eq!(out[r1.clone()], encode_bucket(&one).unwrap()[..]);
-            assert_eq!(out[r2.clone()], encode_bucket(&two).unwrap()[..]);
-            assert_eq!(access_bucket(&out[r2.clone()]).unwrap().holders.len(), 1);
-            assert_eq!(decode_bucket_trusted(&out[r2]).unwrap(), two);
+            let mut enc = BucketEncoder::begin(&out);
+            enc.holder(&[1; 16]); // no certificate: left out
+            enc.holder(&[9; 16]);
+            enc.certificate(&mut out, &a1, d1).unwrap();
+            enc.certificate(&mut out, &a2, d2).unwrap();
+            let r1 = enc.finish(&mut out).unwrap();
+            // An empty value is no value, and leaves the buffer as it was.
+            let before = out.len();
+            assert_eq!(BucketEncoder::begin(&out).finish(&mut out), None);
+            assert_eq!(out.len(), before);
+            let mut enc = BucketEncoder::begin(&out);
+            enc.holder(&[7; 16]);
+            enc.certificate(&mut out, &a1, d1).unwrap();
+            let r2 = enc.finish(&mut out).unwrap();
+            assert_eq!((r1.start, r1.end, r2.end), (prefix, r2.start, out.len()));
+            let want = Bucket {
+                holders: vec![Holder { pmh_id: [9; 16], certificates: vec![cert(), Certificate::example("H2")] }],
+            };
+            assert_eq!(out[r1.clone()], encode_bucket(&want).unwrap()[..]);
+            let stored = access_bucket(&out[r1]).unwrap();
+            let copied: Vec<&[u8]> = stored.holder(&[9; 16]).unwrap().archives().collect();
+            assert_eq!(copied, [&a1[..], &a2[..]]);
+            assert_eq!(access_bucket(&out[r2]).unwrap().holders().count(), 1);
         }
+    }
+
+    #[test]
+    fn the_encoder_refuses_an_archive_that_does_not_match_its_digest() {
+        let (mut a, d) = archive(&cert());
+        let mut out = Vec::new();
+        let mut enc = BucketEncoder::begin(&out);
+        enc.holder(&[7; 16]);
+        a[3] ^= 1;
+        assert!(matches!(enc.certificate(&mut out, &a, d), Err(ValueError::Invalid(_))));
+        assert!(matches!(
+            enc.certificate(&mut out, &[0u8; 4], xxhash_rust::xxh3::xxh3_64(&[0u8; 4])),
+            Err(ValueError::Framing(_))
+        ));
+        assert_eq!(enc.finish(&mut out), None, "nothing was written");
     }
 
     #[test]
     fn garbage_is_rejected_not_misread() {
-        let b = Bucket { holders: vec![Holder { pmh_id: [7; 16], certificates: vec![cert()] }] };
-        let good = encode_bucket(&b).unwrap();
+        let good = encode_bucket(&two_holders()).unwrap();
         // SAFETY: produced by encode_bucket.
         assert!(unsafe { access_bucket_trusted(&good) }.is_ok());
         for i in 0..good.len() {
@@ -492,10 +795,26 @@ mod tests {
             assert_eq!(unsafe { access_bucket_trusted(&bad) }.err(), Some(ValueError::Checksum));
         }
         assert_eq!(access_bucket(&[1, 2, 3]).err(), Some(ValueError::Short));
-        // A well-formed checksum over a broken archive still fails full validation.
-        let mut broken = vec![0xffu8; 64];
-        broken.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&[0xff; 64]).to_le_bytes());
-        assert!(matches!(access_bucket(&broken), Err(ValueError::Invalid(_))));
+        let sealed = |body: &[u8]| {
+            let mut v = body.to_vec();
+            v.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(body).to_le_bytes());
+            v
+        };
+        // Well-formed checksums over broken framing or a broken archive still fail.
+        let body = &good[..good.len() - VALUE_TRAILER];
+        for (what, bytes) in [
+            ("truncated", sealed(&body[..body.len() - 1])),
+            ("holder cut short", sealed(&body[..10])),
+            ("trailing byte", sealed(&[body, &[0]].concat())),
+            ("zero certificates", sealed(&[&[7u8; 16][..], &0u32.to_le_bytes()].concat())),
+        ] {
+            assert!(matches!(access_bucket(&bytes), Err(ValueError::Framing(_))), "{what}");
+            // SAFETY: the framing is checked before any unchecked access.
+            assert!(matches!(unsafe { access_bucket_trusted(&bytes) }, Err(ValueError::Framing(_))), "{what}");
+        }
+        let mut junk = [&[7u8; 16][..], &1u32.to_le_bytes(), &200u32.to_le_bytes()].concat();
+        junk.extend_from_slice(&[0xff; 200]);
+        assert!(matches!(access_bucket(&sealed(&junk)), Err(ValueError::Invalid(_))));
     }
 
     #[test]
@@ -519,17 +838,8 @@ mod tests {
     }
 
     #[test]
-    fn encoding_into_a_used_buffer_gives_the_same_bytes() {
-        let b = Bucket {
-            holders: vec![Holder { pmh_id: [7; 16], certificates: vec![cert(), Certificate::example("H2")] }],
-        };
-        let fresh = encode_bucket(&b).unwrap();
-        // A reused buffer is cleared first; its old contents and capacity change nothing.
-        let mut reused = vec![0xAB; 1001];
-        encode_bucket_into(&b, &mut reused).unwrap();
-        assert_eq!(reused, fresh);
-        // A certificate appended after other bytes is the standalone archive, at any offset.
-        let (alone, digest) = crate::change::encode_certificate(&cert()).unwrap();
+    fn a_certificate_appended_after_other_bytes_is_the_standalone_archive() {
+        let (alone, digest) = archive(&cert());
         for prefix in 0..9 {
             let mut arena = vec![1u8; prefix];
             assert_eq!(crate::change::encode_certificate_into(&cert(), &mut arena).unwrap(), digest);

@@ -122,7 +122,15 @@ impl Store {
         match db.get_cf(meta, META_SCHEMA).map_err(storage)? {
             None => db.put_cf(meta, META_SCHEMA, SCHEMA_VERSION.to_be_bytes()).map_err(storage)?,
             Some(v) if v.as_slice() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(v) => return Err(Error::Schema(format!("store schema {v:?}, this build reads {SCHEMA_VERSION}"))),
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_or(format!("{v:?}"), |n| n.to_string());
+                return Err(Error::Schema(format!(
+                    "{}: store schema {found}, this build reads {SCHEMA_VERSION}; load the data again into a new store directory (`pmh-load full`)",
+                    path.display()
+                )));
+            }
         }
         if let Some(fp) = config.secret_fingerprint {
             match db.get_cf(meta, META_FINGERPRINT).map_err(storage)? {

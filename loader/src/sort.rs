@@ -23,8 +23,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use pmh_engine::change::{decode_certificate, encode_certificate_into, source_index_value};
-use pmh_engine::record::{Bucket, Certificate, Holder, encode_bucket_into, write_index_key};
+use pmh_engine::change::{encode_certificate_into, source_index_value};
+use pmh_engine::record::{BucketEncoder, Certificate, write_index_key};
 use pmh_engine::snapshot::SstOptions;
 use pmh_engine::{PmhId, StoreKey};
 
@@ -415,42 +415,50 @@ pub(crate) fn merge_holders(
     let mut w = opts.writer();
     let mut opened = false;
     let mut holders = 0u64;
+    // The bucket being built: its key, the holder last started, and its value so far. The
+    // workers archived every certificate once; its bytes are framed here as they are.
     let mut value = Vec::new();
-    let mut current: Option<([u8; 16], Bucket)> = None;
-    let mut flush = |key: &[u8; 16], bucket: &Bucket, w: &mut pmh_engine::snapshot::SstFileWriter<'_>| {
-        encode_bucket_into(bucket, &mut value).map_err(|e| LoadError::Usage(format!("serialize bucket: {e}")))?;
-        if !opened {
-            w.open(out).map_err(|e| io_err(out, e.into_string()))?;
-            opened = true;
-        }
-        w.put(key, &value).map_err(|e| io_err(out, e.into_string()))
-    };
+    let mut current: Option<([u8; 16], [u8; 16], BucketEncoder)> = None;
+    let mut flush =
+        |key: &[u8; 16], enc: BucketEncoder, value: &mut Vec<u8>, w: &mut pmh_engine::snapshot::SstFileWriter<'_>| {
+            let Some(range) = enc.finish(value) else { return Ok(()) };
+            if !opened {
+                w.open(out).map_err(|e| io_err(out, e.into_string()))?;
+                opened = true;
+            }
+            w.put(key, &value[range]).map_err(|e| io_err(out, e.into_string()))?;
+            value.clear();
+            Ok::<(), LoadError>(())
+        };
     while let Some(i) = frontier.top() {
         let rec = &heads[i];
-        let cert = decode_certificate(&rec.archive, rec.digest)
-            .map_err(|e| io_err(&readers[i].path, format!("sort run record does not decode: {e}")))?;
         match &mut current {
-            Some((k, b)) if *k == rec.key => match b.holders.last_mut() {
-                Some(h) if h.pmh_id == rec.pmh => h.certificates.push(cert),
-                _ => {
+            Some((k, pmh, enc)) if *k == rec.key => {
+                if *pmh != rec.pmh {
                     holders += 1;
-                    b.holders.push(Holder { pmh_id: rec.pmh, certificates: vec![cert] });
+                    enc.holder(&rec.pmh);
+                    *pmh = rec.pmh;
                 }
-            },
+            }
             _ => {
-                if let Some((k, b)) = current.take() {
-                    flush(&k, &b, &mut w)?;
+                if let Some((k, _, enc)) = current.take() {
+                    flush(&k, enc, &mut value, &mut w)?;
                 }
                 holders += 1;
-                let b = Bucket { holders: vec![Holder { pmh_id: rec.pmh, certificates: vec![cert] }] };
-                current = Some((rec.key, b));
+                let mut enc = BucketEncoder::begin(&value);
+                enc.holder(&rec.pmh);
+                current = Some((rec.key, rec.pmh, enc));
             }
+        }
+        if let Some((_, _, enc)) = &mut current {
+            enc.certificate(&mut value, &rec.archive, rec.digest)
+                .map_err(|e| io_err(&readers[i].path, format!("sort run record: {e}")))?;
         }
         let more = heads[i].read(&mut readers[i])?;
         frontier.fix_top(more, |a, b| less(&heads, a, b));
     }
-    if let Some((k, b)) = current.take() {
-        flush(&k, &b, &mut w)?;
+    if let Some((k, _, enc)) = current.take() {
+        flush(&k, enc, &mut value, &mut w)?;
     }
     if opened {
         w.finish().map_err(|e| io_err(out, e.into_string()))?;
