@@ -237,32 +237,28 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         stage: Mutex::new(String::new()),
         log_stages: (!cli.quiet && !tty).then(Instant::now),
     });
-    // Plain log lines when not on a terminal.
-    let done = Arc::new(AtomicBool::new(false));
+    // Plain log lines when not on a terminal, every 5 s until the work ends (dropping
+    // `done` wakes the thread at once; a sleeping loop had added up to its tick to every
+    // run's exit).
+    let (done, ended) = std::sync::mpsc::channel::<()>();
     let logger = (!cli.quiet && !tty).then(|| {
-        let (d, done) = (display.clone(), done.clone());
+        let d = display.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
-            let mut waited = Duration::ZERO;
-            while !done.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                waited += Duration::from_millis(200);
-                if waited >= Duration::from_secs(5) {
-                    waited = Duration::ZERO;
-                    let stage = d.stage.lock().map(|s| s.clone()).unwrap_or_default();
-                    eprintln!(
-                        "pmh-load: {stage}: {} rows, {} of {total} bytes, {:.0} s",
-                        d.rows.load(Ordering::Relaxed),
-                        d.bytes.load(Ordering::Relaxed),
-                        start.elapsed().as_secs_f64()
-                    );
-                }
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(Duration::from_secs(5)) {
+                let stage = d.stage.lock().map(|s| s.clone()).unwrap_or_default();
+                eprintln!(
+                    "pmh-load: {stage}: {} rows, {} of {total} bytes, {:.0} s",
+                    d.rows.load(Ordering::Relaxed),
+                    d.bytes.load(Ordering::Relaxed),
+                    start.elapsed().as_secs_f64()
+                );
             }
         })
     });
     let start = Instant::now();
     let result = execute(&cli, &config, &files, &opts, display.as_ref());
-    done.store(true, Ordering::Relaxed);
+    drop(done);
     if let Some(l) = logger {
         let _ = l.join();
     }
