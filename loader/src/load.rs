@@ -534,6 +534,10 @@ fn prepare_with(
     let dir_for_runs = &runs_dir;
 
     let threads = opts.threads.max(1);
+    // What the sort buffers will hold, from the input's size: a certificate's archive and
+    // index key take about 1.5 bytes per byte of its CSV row.
+    let input_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let expected = usize::try_from(input_bytes.saturating_mul(3) / 2).unwrap_or(usize::MAX);
     let (tx, rx) = crossbeam_channel::bounded::<Work>(threads * 4);
     // Validated CSV batches go back to the splitter, which reuses their record buffers.
     let (done_tx, done_rx) = crossbeam_channel::bounded::<crate::csv_reader::CsvBatch>(threads * 4 + 2);
@@ -551,7 +555,7 @@ fn prepare_with(
                 let (rx, done_tx) = (rx.clone(), done_tx.clone());
                 let (worker_errors, failed, deleted) = (&worker_errors, &failed, &deleted);
                 scope.spawn(move || -> Result<Runs, LoadError> {
-                    let mut w = Sorter::new(id, dir_for_runs, opts.sort_budget_bytes / threads);
+                    let mut w = Sorter::new(id, dir_for_runs, opts.sort_budget_bytes / threads, expected / threads);
                     // People's rows are usually adjacent: derive each PMH-ID once.
                     let mut last: Option<(MyNumber, PmhId)> = None;
                     let mut add = |w: &mut Sorter<'_>, file: u16, row: u64, number: MyNumber, cert: Certificate| {

@@ -101,16 +101,26 @@ pub(crate) struct Sorter<'a> {
 }
 
 impl<'a> Sorter<'a> {
-    /// A buffer that spills into `dir` whenever it holds about `budget` bytes.
-    pub(crate) fn new(id: usize, dir: &'a Path, budget: usize) -> Sorter<'a> {
+    /// A buffer that spills into `dir` whenever it holds about `budget` bytes, for about
+    /// `expected` bytes of input in all.
+    ///
+    /// The buffers are reserved up front for what will be buffered (the budget, or less for
+    /// a small input): grown by doubling, the first fill of a 256 MB buffer copied itself
+    /// nine times into fresh pages, a fifth of a 1 M-certificate load's CPU. A reservation
+    /// only touches the pages that are written.
+    pub(crate) fn new(id: usize, dir: &'a Path, budget: usize, expected: usize) -> Sorter<'a> {
+        let budget = budget.max(1);
+        // An archive is ~430 bytes, its index key ~25, each entry 64: archives take most of
+        // the budget, and there are at most one entry of each kind per ~500 bytes of it.
+        let archives = budget.min(expected);
         Sorter {
             id,
             dir,
-            budget: budget.max(1),
-            archives: Vec::new(),
-            holders: Vec::new(),
-            keys: Vec::new(),
-            source: Vec::new(),
+            budget,
+            archives: Vec::with_capacity(archives),
+            holders: Vec::with_capacity(archives / 400),
+            keys: Vec::with_capacity(archives / 12),
+            source: Vec::with_capacity(archives / 400),
             runs: Runs::default(),
         }
     }
