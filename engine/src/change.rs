@@ -214,8 +214,8 @@ fn bulk_read_options() -> rocksdb::ReadOptions {
 /// Below this many items a change set's reads and encodes stay on the calling thread.
 const PARALLEL_MIN: usize = 4096;
 
-/// Holder buckets read by one batched multi-get while a part is edited: enough to
-/// amortise the call, few enough that the pinned blocks stay small.
+/// Keys read by one batched multi-get: enough to amortise the call, few enough that the
+/// blocks the values pin stay small and their memory is reused by the next window.
 const READ_WINDOW: usize = 1024;
 
 fn threads_for(items: usize) -> usize {
@@ -466,17 +466,24 @@ impl Store {
         let mut order: Vec<usize> = (0..iks.len()).collect();
         order.sort_unstable_by(|&a, &b| iks[a].cmp(&iks[b]));
         let sorted: Vec<&[u8]> = order.iter().map(|&i| iks[i].as_slice()).collect();
+        // In windows: every value read pins its block until dropped, and blocks read
+        // around the cache are fresh allocations, so one multi-get of a whole 50k-key share
+        // held ~100 MB of new pages where a window's blocks are freed and reused.
         let found = par_map(&sorted, |keys| {
-            let values = self.db.batched_multi_get_cf_opt(source_cf, keys, true, &bulk_read_options());
-            keys.iter()
-                .zip(values)
-                .map(|(k, v)| match v.map_err(storage)? {
-                    Some(v) => SourceEntry::decode(&v)
-                        .map(Some)
-                        .ok_or_else(|| Error::Corrupt(format!("source index {}", hex(k)))),
-                    None => Ok(None),
-                })
-                .collect()
+            let mut out = Vec::with_capacity(keys.len());
+            for window in keys.chunks(READ_WINDOW) {
+                let values = self.db.batched_multi_get_cf_opt(source_cf, window, true, &bulk_read_options());
+                for (k, v) in window.iter().zip(values) {
+                    out.push(match v.map_err(storage)? {
+                        Some(v) => Some(
+                            SourceEntry::decode(&v)
+                                .ok_or_else(|| Error::Corrupt(format!("source index {}", hex(k))))?,
+                        ),
+                        None => None,
+                    });
+                }
+            }
+            Ok(out)
         })?;
         drop(sorted);
         let mut existing: Vec<Option<SourceEntry>> = vec![None; iks.len()];
