@@ -726,9 +726,9 @@ fn access_entries_written_one_after_another_carry_only_their_own_details() {
 
 #[test]
 fn a_change_set_split_across_threads_puts_every_bucket_under_its_own_key() {
-    // More buckets than the engine handles on one thread (4,096): their reads, encodes and
-    // the freeing of the decoded holders are split across threads, and the encoded bytes
-    // come back per thread; each must still land under its own key.
+    // More buckets than the engine handles on one thread (4,096): their reads and rewrites
+    // are split across threads by key range, and the new values come back per thread; each
+    // must still land under its own key.
     let t = store();
     let n = 5_000usize;
     let people: Vec<PmhId> = (0..n as u64).map(|i| person(i + 1)).collect();
@@ -793,7 +793,7 @@ fn a_change_set_edited_on_every_core_ends_exactly_as_one_applied_row_by_row() {
         let (whole, rows) = (open(da.path()), open(db.path()));
         let n = match key_fn {
             None => 6_000usize,
-            Some(_) => 300, // one bucket holds everyone: keep its re-encoding cheap
+            Some(_) => 300, // one bucket holds everyone: keep its rewriting cheap
         };
         let people: Vec<PmhId> = (0..n as u64).map(|i| person(i + 1)).collect();
         let first: Vec<Change> = people.iter().enumerate().map(|(i, p)| upsert(*p, cert(&format!("H{i}")))).collect();

@@ -8,9 +8,11 @@
 //!          task "holders p"  : range p of every holder run ─▶ k-way merge ─▶ holders-p.sst
 //! ```
 //!
-//! Each worker appends certificate archives and index keys to two byte arenas and keeps a
-//! small fixed-size entry per certificate, so a push allocates nothing once the arenas have
-//! grown. A spill sorts the entries and writes the records in that order.
+//! Each worker appends certificate archives and index keys to two byte arenas (reserved up
+//! front) and keeps a small fixed-size entry per certificate, so a push allocates nothing.
+//! A spill sorts the entries and writes the records in that order. The merge frames each
+//! holder's archives into a holders value as they are, after checking each against its
+//! digest: a certificate is serialised once in a whole load.
 //!
 //! Holder runs are cut into key ranges as they are written: the run remembers where the
 //! records whose store key starts with each byte value begin. The store key is a hash, so
