@@ -594,6 +594,25 @@ fn a_person_with_many_certificates_is_answered_and_logged_in_full() {
 }
 
 #[test]
+fn a_store_of_another_schema_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(Store::open(&path, config()).unwrap());
+    // Make it a schema-1 store (one rkyv archive per bucket), as an older build wrote it.
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let cfs = rocksdb::DB::list_cf(&opts, &path).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, &path, &cfs).unwrap();
+        db.put_cf(db.cf_handle(pmh_engine::layout::META).unwrap(), b"schema_version", 1u32.to_be_bytes()).unwrap();
+    }
+    let Err(Error::Schema(msg)) = Store::open(&path, config()) else { panic!("a schema-1 store must be refused") };
+    assert!(msg.contains("store schema 1"), "{msg}");
+    assert!(msg.contains(&format!("reads {}", pmh_engine::layout::SCHEMA_VERSION)), "{msg}");
+    assert!(msg.contains("pmh-load full") && msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
 fn a_failed_snapshot_install_leaves_the_previous_snapshot_serving() {
     let dir = tempfile::tempdir().unwrap();
     let a = person(1);
