@@ -225,21 +225,31 @@ fn threads_for(items: usize) -> usize {
     }
 }
 
-/// Maps `items` through `f` on every core in contiguous chunks, keeping the order: a large
-/// change set's reads and digests are independent per item.
-fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&[T]) -> Result<Vec<U>, Error> + Sync) -> Result<Vec<U>, Error> {
+/// Runs `f` on contiguous chunks of `items`, one chunk per core (one chunk below
+/// [`PARALLEL_MIN`] items); returns the chunk length used and each chunk's result, in order.
+fn par_chunks<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&[T]) -> Result<R, Error> + Sync,
+) -> Result<(usize, Vec<R>), Error> {
     let threads = threads_for(items.len());
+    let chunk = items.len().div_ceil(threads).max(1);
     if threads < 2 {
-        return f(items);
+        return Ok((chunk, vec![f(items)?]));
     }
-    let chunk = items.len().div_ceil(threads);
-    let parts: Vec<Result<Vec<U>, Error>> = std::thread::scope(|scope| {
+    let parts = std::thread::scope(|scope| {
         let handles: Vec<_> = items.chunks(chunk).map(|c| scope.spawn(|| f(c))).collect();
-        handles.into_iter().map(join).collect()
-    });
+        handles.into_iter().map(join).collect::<Result<Vec<R>, Error>>()
+    })?;
+    Ok((chunk, parts))
+}
+
+/// Maps `items` through `f` on every core in contiguous chunks, keeping the order: a large
+/// change set's reads are independent per item.
+fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&[T]) -> Result<Vec<U>, Error> + Sync) -> Result<Vec<U>, Error> {
+    let (_, parts) = par_chunks(items, f)?;
     let mut out = Vec::with_capacity(items.len());
     for p in parts {
-        out.extend(p?);
+        out.extend(p);
     }
     Ok(out)
 }
@@ -400,9 +410,7 @@ type ArchivedChunk = (Vec<u8>, Vec<Option<(u64, std::ops::Range<usize>)>>);
 
 impl Archives {
     fn encode(changes: &[Change]) -> Result<Archives, Error> {
-        let threads = threads_for(changes.len());
-        let chunk = changes.len().div_ceil(threads).max(1);
-        let one = |part: &[Change]| -> Result<_, Error> {
+        let (chunk, parts) = par_chunks(changes, |part| {
             let mut arena = Vec::with_capacity(part.len() * 1024);
             let mut at = Vec::with_capacity(part.len());
             for ch in part {
@@ -416,14 +424,7 @@ impl Archives {
                 });
             }
             Ok((arena, at))
-        };
-        let parts = match threads < 2 {
-            true => vec![one(changes)?],
-            false => std::thread::scope(|scope| {
-                let handles: Vec<_> = changes.chunks(chunk).map(|c| scope.spawn(move || one(c))).collect();
-                handles.into_iter().map(join).collect::<Result<Vec<_>, Error>>()
-            })?,
-        };
+        })?;
         Ok(Archives { chunk, parts })
     }
 
