@@ -168,13 +168,18 @@ impl<'a> Eligibility<'a> {
             return Ok(e);
         };
         e.holder = holder.offset();
-        e.personal_withheld = holder.certificates().any(|c| c.is_not_disclosed);
-        let valid = holder.certificates().enumerate().filter(|(_, c)| c.is_valid_on(date)).map(|(i, _)| i);
-        e.visible = if holder.len() <= 64 {
-            Visible::Mask(valid.fold(0u64, |m, i| m | (1u64 << i)))
-        } else {
-            Visible::List(valid.map(|i| i as u16).collect())
-        };
+        // One walk of the holder's certificates for both the disclosure rule and validity.
+        let (mut mask, mut list) = (0u64, Vec::new());
+        for (i, c) in holder.certificates().enumerate() {
+            e.personal_withheld |= c.is_not_disclosed;
+            if c.is_valid_on(date) {
+                match holder.len() <= 64 {
+                    true => mask |= 1u64 << i,
+                    false => list.push(i as u16),
+                }
+            }
+        }
+        e.visible = if holder.len() <= 64 { Visible::Mask(mask) } else { Visible::List(list) };
         e.value = Some(v);
         Ok(e)
     }
