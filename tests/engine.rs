@@ -536,6 +536,42 @@ fn verify_catches_a_corrupted_value_and_lookup_refuses_it() {
 }
 
 #[test]
+fn a_change_set_that_meets_a_corrupt_holder_value_fails_and_writes_nothing() {
+    // Person 1's value is corrupted; a set touching it must fail as corrupt, on the
+    // one-thread path and when it is split across threads, and leave every other person's
+    // certificates and the source index as they were.
+    let dir = tempfile::tempdir().unwrap();
+    let n = 5_000u64;
+    let key = {
+        let s = Store::open(dir.path(), config()).unwrap();
+        s.apply((1..=n).map(|i| upsert(person(i), cert(&format!("H{i}")))).collect(), ApplyMode::Diff).unwrap();
+        s.key_of(&person(1))
+    };
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), pmh_engine::layout::ALL_CFS).unwrap();
+        let cf = db.cf_handle(pmh_engine::layout::HOLDERS[0]).unwrap();
+        let mut v = db.get_cf(cf, key.0).unwrap().unwrap();
+        v[20] ^= 0x40;
+        db.put_cf(cf, key.0, v).unwrap();
+    }
+    let s = Store::open(dir.path(), config()).unwrap();
+    let small = vec![upsert(person(1), cert("X1")), upsert(person(2), cert("X2"))];
+    let large: Vec<Change> = (1..=n).map(|i| upsert(person(i), cert(&format!("X{i}")))).collect();
+    for set in [small, large] {
+        assert!(matches!(s.apply(set, ApplyMode::Diff), Err(Error::Corrupt(_))));
+        for i in [2, n / 2, n] {
+            s.grant_consent(&person(i), institution(), unix_now()).unwrap();
+            assert_eq!(answered(&s, &person(i), "2026-11-21"), Some(vec![format!("H{i}")]), "person {i}");
+        }
+    }
+    // Only the corrupted value is reported: nothing of the failed sets was written.
+    let r = s.verify().unwrap();
+    assert_eq!(r.problem_count, 2, "{:?}", r.problems);
+}
+
+#[test]
 fn stats_count_what_is_stored() {
     let t = store();
     t.store

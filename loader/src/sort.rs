@@ -616,6 +616,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_run_record_that_does_not_match_its_digest_stops_the_merge() {
+        // A corrupted sort run (a bad disk, a scratch directory written by someone else)
+        // must fail the load, never reach a holders value that readers trust.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Sorter::new(0, dir.path(), 1 << 20, 1 << 20);
+        let (key, pmh) = (StoreKey([1; 16]), pmh_engine::PmhId::from_bytes([2; 16]));
+        w.push(key, &pmh, &Certificate::example("H1"), 0, 1).unwrap();
+        let runs = w.finish().unwrap();
+        let opts = pmh_engine::snapshot::SstOptions::new(&pmh_engine::RocksTuning::default());
+        let pool = crate::direct::ReadAhead::new(1);
+        let merge = |out: &str| merge_holders(&opts, &runs.holders, (0, 256), &dir.path().join(out), &pool);
+        assert_eq!(merge("good.sst").unwrap(), 1);
+        // Flip a byte inside the record's archive (after its head: key, PMH-ID, digest, length).
+        let run = &runs.holders[0].path;
+        let mut bytes = std::fs::read(run).unwrap();
+        bytes[HOLDER_HEAD + 10] ^= 0x01;
+        std::fs::write(run, bytes).unwrap();
+        let err = merge("bad.sst").unwrap_err().to_string();
+        assert!(err.contains("does not match its digest"), "{err}");
+        assert!(!dir.path().join("bad.sst").exists(), "the refused record never reached a file");
+    }
+
+    #[test]
     fn key_ranges_cover_every_byte_once() {
         for parts in [1, 2, 3, 7, 16, 255, 256, 1000] {
             let r = key_ranges(parts);
