@@ -213,13 +213,6 @@ impl CertificateId {
         k
     }
 
-    /// Whether `c` is the certificate with this identity.
-    pub fn is_of(&self, c: &Certificate) -> bool {
-        c.municipality_code == self.municipality_code
-            && c.org_specific_certificate_type_id == self.org_specific_certificate_type_id
-            && c.history_key == self.history_key
-    }
-
     /// Parses an index key back (for verify and admin output).
     pub fn from_index_key(k: &[u8]) -> Option<CertificateId> {
         let mut parts = k.split(|&b| b == 0);
