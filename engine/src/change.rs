@@ -48,6 +48,13 @@ impl Change {
         }
     }
 
+    fn municipality_code(&self) -> u32 {
+        match self {
+            Change::Upsert { certificate, .. } => certificate.municipality_code,
+            Change::Delete(id) => id.municipality_code,
+        }
+    }
+
     /// The source-index key of the changed certificate, built without copying its identity.
     fn index_key(&self) -> Vec<u8> {
         let (m, t, h) = match self {
@@ -161,10 +168,17 @@ impl SourceEntry {
 
 /// Validates a change set against the engine's invariants; returns every problem.
 pub fn validate_changes(changes: &[Change], mode: ApplyMode) -> Result<(), ChangeError> {
+    validate_keyed(changes, mode).map(|_| ())
+}
+
+/// [`validate_changes`], returning each change's source-index key (what identifies a
+/// certificate in the store, so also what makes two changes the same one) for the apply.
+fn validate_keyed(changes: &[Change], mode: ApplyMode) -> Result<Vec<Vec<u8>>, ChangeError> {
     let mut problems = Vec::new();
-    let mut seen: HashMap<CertificateId, usize, foldhash::fast::RandomState> =
+    let keys: Vec<Vec<u8>> = changes.iter().map(Change::index_key).collect();
+    let mut seen: HashMap<&[u8], usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(changes.len(), Default::default());
-    for (i, ch) in changes.iter().enumerate() {
+    for (i, (ch, key)) in changes.iter().zip(&keys).enumerate() {
         if let Change::Upsert { certificate, .. } = ch
             && let Err(e) = certificate.check()
         {
@@ -175,18 +189,19 @@ pub fn validate_changes(changes: &[Change], mode: ApplyMode) -> Result<(), Chang
             };
             problems.push(ChangeProblem { index: i, field, rule: "certificate invariant", message: e.to_string() });
         }
-        let id = ch.id();
+        let municipality = ch.municipality_code();
         if let ApplyMode::ReplaceMunicipality(m) = mode
-            && id.municipality_code != m
+            && municipality != m
         {
             problems.push(ChangeProblem {
                 index: i,
                 field: "municipalityCode",
                 rule: "own municipality only",
-                message: format!("certificate of municipality {:06} in a full upload for {m:06}", id.municipality_code),
+                message: format!("certificate of municipality {municipality:06} in a full upload for {m:06}"),
             });
         }
-        if let Some(first) = seen.insert(id.clone(), i) {
+        if let Some(first) = seen.insert(key, i) {
+            let id = ch.id();
             problems.push(ChangeProblem {
                 index: i,
                 field: "historyKey",
@@ -198,7 +213,8 @@ pub fn validate_changes(changes: &[Change], mode: ApplyMode) -> Result<(), Chang
             });
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(ChangeError { problems }) }
+    drop(seen);
+    if problems.is_empty() { Ok(keys) } else { Err(ChangeError { problems }) }
 }
 
 /// Read options for a change set's reads: around the block cache. A 100 k-row change
@@ -455,7 +471,7 @@ impl Store {
         journal: impl FnOnce(&ApplySummary) -> Vec<crate::store::JournalRecord>,
     ) -> Result<ApplySummary, Error> {
         let started = std::time::Instant::now();
-        validate_changes(&changes, mode)?;
+        let iks = validate_keyed(&changes, mode)?;
         let _w = self.writer.lock();
         let active = (self.generation() & 1) as usize;
         let source_cf = self.cf(SOURCE[active])?;
@@ -463,7 +479,6 @@ impl Store {
         let mut sum = ApplySummary::default();
 
         // Every source-index entry the set touches, read in one sorted batch on every core.
-        let iks: Vec<Vec<u8>> = changes.iter().map(Change::index_key).collect();
         let mut order: Vec<usize> = (0..iks.len()).collect();
         order.sort_unstable_by(|&a, &b| iks[a].cmp(&iks[b]));
         let sorted: Vec<&[u8]> = order.iter().map(|&i| iks[i].as_slice()).collect();
