@@ -99,7 +99,20 @@ pub(crate) struct Sorter<'a> {
     holders: Vec<HolderEntry>,
     keys: Vec<u8>,
     source: Vec<SourceEntry>,
+    /// The order of `source` at a spill: key prefix (see [`key_prefix`]) and index.
+    order: Vec<(u128, u128, usize)>,
     runs: Runs,
+}
+
+/// The first 32 bytes of an index key, zero-padded, as two big-endian integers. Two keys
+/// whose prefixes differ compare as their prefixes do (a key shorter than 32 bytes is padded
+/// with the smallest byte); keys whose prefixes are equal must be compared whole.
+fn key_prefix(key: &[u8]) -> (u128, u128) {
+    let mut b = [0u8; 32];
+    let n = key.len().min(32);
+    b[..n].copy_from_slice(&key[..n]);
+    let (hi, lo) = b.split_at(16);
+    (u128::from_be_bytes(hi.try_into().unwrap_or_default()), u128::from_be_bytes(lo.try_into().unwrap_or_default()))
 }
 
 impl<'a> Sorter<'a> {
@@ -123,6 +136,7 @@ impl<'a> Sorter<'a> {
             holders: Vec::with_capacity(archives / 400),
             keys: Vec::with_capacity(archives / 12),
             source: Vec::with_capacity(archives / 400),
+            order: Vec::new(),
             runs: Runs::default(),
         }
     }
@@ -153,10 +167,11 @@ impl<'a> Sorter<'a> {
         let klen = u32::try_from(self.keys.len() - kat)
             .map_err(|_| LoadError::Usage(format!("row {row}: certificate identity too long")))?;
         self.source.push(SourceEntry { at: kat, len: klen, file, row, value: source_index_value(key, *pmh, digest) });
+        // `order` is filled at a spill, one element per entry.
         let used = self.archives.len()
             + self.keys.len()
             + self.holders.len() * size_of::<HolderEntry>()
-            + self.source.len() * size_of::<SourceEntry>();
+            + self.source.len() * (size_of::<SourceEntry>() + size_of::<(u128, u128, usize)>());
         if used >= self.budget { self.spill() } else { Ok(()) }
     }
 
@@ -197,12 +212,25 @@ impl<'a> Sorter<'a> {
         w.finish()?;
         self.runs.holders.push(HolderRun { path, bounds });
 
-        let keys = &self.keys;
+        let (keys, source) = (&self.keys, &self.source);
         let key = |e: &SourceEntry| &keys[e.at..e.at + e.len as usize];
-        self.source.sort_unstable_by(|a, b| key(a).cmp(key(b)).then((a.file, a.row).cmp(&(b.file, b.row))));
+        // Sorted by the keys' first 32 bytes held inline, the whole keys compared only when
+        // those tie: comparing each pair through the arena (a cache miss and a memcmp call)
+        // was 7 % of a full load's CPU.
+        self.order.clear();
+        self.order.extend(source.iter().enumerate().map(|(i, e)| {
+            let (hi, lo) = key_prefix(key(e));
+            (hi, lo, i)
+        }));
+        self.order.sort_unstable_by(|x, y| {
+            (x.0, x.1).cmp(&(y.0, y.1)).then_with(|| {
+                let (a, b) = (&source[x.2], &source[y.2]);
+                key(a).cmp(key(b)).then((a.file, a.row).cmp(&(b.file, b.row)))
+            })
+        });
         let path = self.dir.join(format!("w{}-s{n}.run", self.id));
         let mut w = RunWriter::create(&path)?;
-        for e in &self.source {
+        for e in self.order.iter().map(|o| &source[o.2]) {
             let k = key(e);
             w.write(&(k.len() as u32).to_le_bytes())?;
             w.write(k)?;
@@ -639,6 +667,31 @@ mod tests {
         let err = merge("bad.sst").unwrap_err().to_string();
         assert!(err.contains("does not match its digest"), "{err}");
         assert!(!dir.path().join("bad.sst").exists(), "the refused record never reached a file");
+    }
+
+    #[test]
+    fn keys_ordered_by_prefix_then_whole_are_in_byte_order() {
+        // Keys from a small alphabet with the separator byte 0, of lengths around the
+        // 32-byte prefix: equal prefixes, prefixes of one another, padding against zeros.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let keys: Vec<Vec<u8>> = (0..5000)
+            .map(|_| {
+                let len = (next() % 41) as usize;
+                (0..len).map(|_| [0u8, 1, b'0', b'A'][(next() % 4) as usize]).collect()
+            })
+            .collect();
+        let mut by_prefix: Vec<&Vec<u8>> = keys.iter().collect();
+        by_prefix.sort_by(|a, b| key_prefix(a).cmp(&key_prefix(b)).then_with(|| a.cmp(b)));
+        let mut by_bytes: Vec<&Vec<u8>> = keys.iter().collect();
+        by_bytes.sort();
+        assert_eq!(by_prefix, by_bytes);
+        assert!(keys.iter().any(|k| k.len() > 32) && keys.iter().any(|k| k.len() < 16));
     }
 
     #[test]
