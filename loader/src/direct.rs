@@ -69,14 +69,19 @@ fn open_direct(path: &Path, write: bool, direct: bool) -> io::Result<File> {
     o.open(path)
 }
 
-/// Writes a file sequentially in aligned blocks.
+/// Writes a file sequentially in aligned blocks, each full buffer written by a helper
+/// thread while the next one fills: a sort run's writer waited for each of its direct
+/// writes (≈ 4 ms per 2 MB here) with the load's CPU work stopped.
 pub(crate) struct DirectWriter {
-    file: File,
+    file: Arc<File>,
     buf: AlignedBuf,
     /// Bytes in `buf`.
     filled: usize,
-    /// Bytes of the file written before `buf`.
+    /// Bytes of the file written (or being written) before `buf`.
     flushed: u64,
+    /// The write of the previous buffer, and that buffer when it is done.
+    pending: Option<std::thread::JoinHandle<(AlignedBuf, io::Result<()>)>>,
+    spare: Option<AlignedBuf>,
 }
 
 impl DirectWriter {
@@ -86,7 +91,14 @@ impl DirectWriter {
     }
 
     fn create_with(path: &Path, buffer: usize, direct: bool) -> io::Result<DirectWriter> {
-        Ok(DirectWriter { file: open_direct(path, true, direct)?, buf: AlignedBuf::new(buffer), filled: 0, flushed: 0 })
+        Ok(DirectWriter {
+            file: Arc::new(open_direct(path, true, direct)?),
+            buf: AlignedBuf::new(buffer),
+            filled: 0,
+            flushed: 0,
+            pending: None,
+            spare: None,
+        })
     }
 
     /// Bytes written so far (the file's length once finished).
@@ -103,10 +115,35 @@ impl DirectWriter {
             self.filled += n;
             data = &data[n..];
             if self.filled == self.buf.len {
-                self.file.write_all_at(self.buf.get(), self.flushed)?;
-                self.flushed += self.buf.len as u64;
-                self.filled = 0;
+                self.write_behind()?;
             }
+        }
+        Ok(())
+    }
+
+    /// Hands the full buffer to a thread that writes it, and goes on in the spare one.
+    fn write_behind(&mut self) -> io::Result<()> {
+        self.wait()?;
+        let len = self.buf.len;
+        let spare = self.spare.take().unwrap_or_else(|| AlignedBuf::new(len));
+        let buf = std::mem::replace(&mut self.buf, spare);
+        let (file, at) = (self.file.clone(), self.flushed);
+        let writer = std::thread::Builder::new().name("pmh-run-write".into()).spawn(move || {
+            let r = file.write_all_at(buf.get(), at);
+            (buf, r)
+        })?;
+        self.pending = Some(writer);
+        self.flushed += len as u64;
+        self.filled = 0;
+        Ok(())
+    }
+
+    /// Waits for the write in flight, if any.
+    fn wait(&mut self) -> io::Result<()> {
+        if let Some(handle) = self.pending.take() {
+            let (buf, r) = handle.join().map_err(|_| io::Error::other("a write thread panicked"))?;
+            self.spare = Some(buf);
+            r?;
         }
         Ok(())
     }
@@ -114,6 +151,7 @@ impl DirectWriter {
     /// Writes what is buffered (zero-padded to a whole block) and cuts the file to the
     /// bytes actually written.
     pub(crate) fn finish(mut self) -> io::Result<u64> {
+        self.wait()?;
         let len = self.position();
         if self.filled > 0 {
             let padded = self.filled.next_multiple_of(ALIGN);
@@ -122,6 +160,13 @@ impl DirectWriter {
             self.file.set_len(len)?;
         }
         Ok(len)
+    }
+}
+
+impl Drop for DirectWriter {
+    fn drop(&mut self) {
+        // A writer dropped on an error path: no write may outlive it.
+        let _ = self.wait();
     }
 }
 
@@ -312,6 +357,27 @@ mod tests {
         for dir in dirs.iter().flatten() {
             round_trips_in(dir.path());
         }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_failed_write_behind_the_writer_is_reported() {
+        // /dev/full refuses every write with ENOSPC; the writes happen on helper threads,
+        // and their failure must still come back to the caller, never be lost.
+        let mut w = DirectWriter::create_with(Path::new("/dev/full"), 8192, false).expect("open /dev/full");
+        let data = pattern(8192);
+        let mut failed = None;
+        for _ in 0..4 {
+            if let Err(e) = w.write(&data) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = match failed {
+            Some(e) => e,
+            None => w.finish().expect_err("a write to /dev/full succeeded"),
+        };
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
     }
 
     fn round_trips_in(dir: &Path) {
