@@ -7,10 +7,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 "$here/deps.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pmh/target}
 # Every clone path is a new package path to cargo, so each fresh-clone CI run links its own
-# test and program executables (~4.5 GB with debug info) beside the old ones, and the cache
-# grew until the disk was full. Executables untouched for two days are dropped; libraries
-# stay, so at worst a test crate is compiled again.
-find "$CARGO_TARGET_DIR"/*/deps -maxdepth 1 -type f ! -name '*.*' -mtime +1 -delete 2>/dev/null || true
+# test and program executables (~4.5 GB with debug info) beside the old ones, and so does
+# every change of features or flags: the cache grew until the disk was full (twice, once by
+# 15 GB within an hour). Of the executables of one name (cargo's `name-hash`), the four
+# newest are kept (a program and its unit tests, for the checkout and for one CI clone),
+# and none untouched for two days; libraries stay, so at worst a test crate is compiled
+# again.
+for deps in "$CARGO_TARGET_DIR"/*/deps; do
+  [ -d "$deps" ] || continue
+  find "$deps" -maxdepth 1 -type f ! -name '*.*' -mtime +1 -delete 2>/dev/null || true
+  find "$deps" -maxdepth 1 -type f ! -name '*.*' -printf '%T@ %f\n' 2>/dev/null | sort -rn |
+    awk -v d="$deps" '{ n = $2; sub(/-[0-9a-f]+$/, "", n); if (++seen[n] > 4) print d "/" $2 }' |
+    xargs -r rm -f || true
+done
 ROCKSDB_LIB_DIR=$("$here/rocksdb-lib.sh")
 export ROCKSDB_LIB_DIR ROCKSDB_STATIC=1
 exec cargo "$@"
