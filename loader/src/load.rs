@@ -685,6 +685,13 @@ fn prepare_with(
         runs.extend(r?);
     }
 
+    let source_bytes: u64 = runs.source.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    tracing::debug!(
+        runs = runs.holders.len() + runs.source.len(),
+        holder_bytes = runs.holder_bytes(),
+        source_bytes,
+        "sorted runs written"
+    );
     progress.stage("merge");
     let merged = merge(target, &runs, dir, files, threads)?;
     let (certificates, holders) = (merged.certificates, merged.holders);
