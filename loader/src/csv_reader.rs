@@ -26,7 +26,7 @@ use std::io::{self, Read};
 use crate::error::{FIELD_FILE, FIELD_RECORD, ParseError, RowError, RowErrors};
 use crate::field::{ALL_FIELDS, COPAY_FIELDS, FIELD_COUNT, Field};
 use crate::options::{Encoding, ParseOptions, ParseSummary};
-use crate::raw::{RawCondition, RawCopay, RawFaceItem, RawInstitution, RawRecord, clean};
+use crate::raw::{RawCondition, RawCopay, RawFaceItem, RawInstitution, RawRecord, Text, clean, owned};
 use crate::row::ParsedRow;
 use crate::validate::validate;
 
@@ -152,16 +152,17 @@ fn list_items(s: &str) -> impl Iterator<Item = &str> {
     s.split(';').map(str::trim).filter(|t| !t.is_empty())
 }
 
-/// Fills `raw` from one data record.
-fn read_record(
-    record: &csv::ByteRecord,
+/// Fills `raw` from one data record. Values borrow from the record where its text is the
+/// file's own (UTF-8); a field decoded from Shift_JIS is owned.
+fn read_record<'r>(
+    record: &'r csv::ByteRecord,
     columns: &Columns,
     decoder: &Decoder,
-    raw: &mut RawRecord,
+    raw: &mut RawRecord<'r>,
     errs: &mut RowErrors<'_>,
 ) {
     // Copayment columns are split first and zipped into rules at the end.
-    let mut copay_columns: [Option<Vec<Option<String>>>; 8] = Default::default();
+    let mut copay: CopayColumns<'r> = Default::default();
     let mut copay_failed = false;
     // UTF-8 is checked once for the whole record; a field is then a slice of it, which
     // `str::get` gives only when the field starts and ends on character boundaries (a
@@ -171,65 +172,27 @@ fn read_record(
         Encoding::ShiftJis => None,
     };
     for (i, (bytes, &f)) in record.iter().zip(&columns.fields).enumerate() {
-        let fast = whole.and_then(|w| w.get(record.range(i)?)).map(std::borrow::Cow::Borrowed);
-        let text = match fast.map_or_else(|| decoder.decode(bytes), Ok) {
-            Ok(t) => t,
+        if let Some(text) = whole.and_then(|w| w.get(record.range(i)?)) {
+            read_field(f, text, raw, &mut copay, errs, |t| t);
+            continue;
+        }
+        match decoder.decode(bytes) {
+            Ok(std::borrow::Cow::Borrowed(text)) => read_field(f, text, raw, &mut copay, errs, |t| t),
+            Ok(std::borrow::Cow::Owned(text)) => read_field(f, &text, raw, &mut copay, errs, |t| owned(t)),
             Err((lossy, what)) => {
                 errs.push(f, "encoding", format!("the value {what}"), &lossy);
                 raw.fail(f);
                 copay_failed |= COPAY_FIELDS.contains(&f);
-                continue;
             }
-        };
-        match f {
-            Field::AdditionalConditions => {
-                for (i, item) in list_items(&text).enumerate() {
-                    match item.split_once('-') {
-                        Some((k, c)) => raw.conditions.push(RawCondition { item: clean(k), code: clean(c) }),
-                        None => {
-                            let msg = format!("item {}: expected item-code", i + 1);
-                            errs.push(f, "list syntax", msg, item);
-                        }
-                    }
-                }
-            }
-            Field::DesignatedMedicalInstitutions => {
-                for item in list_items(&text) {
-                    let (code, name) = match item.split_once(':') {
-                        Some((c, n)) => (clean(c), clean(n)),
-                        None => (clean(item), None),
-                    };
-                    raw.institutions.push(RawInstitution { code, name });
-                }
-            }
-            Field::CertificationDetail => {
-                for (i, item) in list_items(&text).enumerate() {
-                    match item.split_once('=') {
-                        Some((n, v)) => raw.detail.push(RawFaceItem { name: clean(n), value: clean(v) }),
-                        None => {
-                            let msg = format!("item {}: expected name=value", i + 1);
-                            errs.push(f, "list syntax", msg, item);
-                        }
-                    }
-                }
-            }
-            _ => match COPAY_FIELDS.iter().position(|&c| c == f) {
-                Some(k) => {
-                    if clean(&text).is_some() {
-                        copay_columns[k] = Some(text.split(';').map(clean).collect());
-                    }
-                }
-                None => raw.set(f, &text),
-            },
         }
     }
     if copay_failed {
         // The rules cannot be put together without the column that did not decode.
         return;
     }
-    let rules = copay_columns.iter().flatten().map(Vec::len).max().unwrap_or(0);
+    let rules = copay.iter().flatten().map(Vec::len).max().unwrap_or(0);
     let mut consistent = true;
-    for (k, col) in copay_columns.iter().enumerate() {
+    for (k, col) in copay.iter().enumerate() {
         if let Some(items) = col
             && items.len() != rules
         {
@@ -241,13 +204,69 @@ fn read_record(
     if consistent {
         for r in 0..rules {
             let mut rule = RawCopay::default();
-            for (k, col) in copay_columns.iter_mut().enumerate() {
+            for (k, col) in copay.iter_mut().enumerate() {
                 if let Some(items) = col {
                     rule.values[k] = items[r].take();
                 }
             }
             raw.copayment.push(rule);
         }
+    }
+}
+
+/// The copayment columns of one record, each split into its rules' values.
+type CopayColumns<'r> = [Option<Vec<Text<'r>>>; 8];
+
+/// Puts one field's text into `raw`; `keep` turns a value borrowed from `text` into one
+/// that lives as long as the record (the identity when `text` is the record's own).
+fn read_field<'t, 'r>(
+    f: Field,
+    text: &'t str,
+    raw: &mut RawRecord<'r>,
+    copay: &mut CopayColumns<'r>,
+    errs: &mut RowErrors<'_>,
+    keep: impl Fn(Text<'t>) -> Text<'r>,
+) {
+    match f {
+        Field::AdditionalConditions => {
+            for (i, item) in list_items(text).enumerate() {
+                match item.split_once('-') {
+                    Some((k, c)) => raw.conditions.push(RawCondition { item: keep(clean(k)), code: keep(clean(c)) }),
+                    None => {
+                        let msg = format!("item {}: expected item-code", i + 1);
+                        errs.push(f, "list syntax", msg, item);
+                    }
+                }
+            }
+        }
+        Field::DesignatedMedicalInstitutions => {
+            for item in list_items(text) {
+                let (code, name) = match item.split_once(':') {
+                    Some((c, n)) => (keep(clean(c)), keep(clean(n))),
+                    None => (keep(clean(item)), None),
+                };
+                raw.institutions.push(RawInstitution { code, name });
+            }
+        }
+        Field::CertificationDetail => {
+            for (i, item) in list_items(text).enumerate() {
+                match item.split_once('=') {
+                    Some((n, v)) => raw.detail.push(RawFaceItem { name: keep(clean(n)), value: keep(clean(v)) }),
+                    None => {
+                        let msg = format!("item {}: expected name=value", i + 1);
+                        errs.push(f, "list syntax", msg, item);
+                    }
+                }
+            }
+        }
+        _ => match COPAY_FIELDS.iter().position(|&c| c == f) {
+            Some(k) => {
+                if clean(text).is_some() {
+                    copay[k] = Some(text.split(';').map(|v| keep(clean(v))).collect());
+                }
+            }
+            None => raw.set(f, keep(clean(text))),
+        },
     }
 }
 

@@ -23,7 +23,7 @@ use crate::csv_reader::strip_bom;
 use crate::error::{FIELD_FILE, FIELD_RECORD, ParseError, RowError, RowErrors};
 use crate::field::{ALL_FIELDS, COPAY_FIELDS, Field};
 use crate::options::{Encoding, ParseOptions, ParseSummary};
-use crate::raw::{RawCondition, RawCopay, RawFaceItem, RawInstitution, RawRecord, clean};
+use crate::raw::{RawCondition, RawCopay, RawFaceItem, RawInstitution, RawRecord, Text, clean_owned};
 use crate::row::ParsedRow;
 use crate::validate::validate;
 
@@ -228,9 +228,9 @@ fn is_list(f: Field) -> bool {
     matches!(f, Field::AdditionalConditions | Field::DesignatedMedicalInstitutions | Field::CertificationDetail)
 }
 
-fn scalar(f: Field, v: Value, raw: &mut RawRecord, errs: &mut RowErrors<'_>) {
+fn scalar(f: Field, v: Value, raw: &mut RawRecord<'_>, errs: &mut RowErrors<'_>) {
     match scalar_text(v) {
-        Ok(Some(s)) => raw.set(f, &s),
+        Ok(Some(s)) => raw.set(f, clean_owned(&s)),
         Ok(None) => {}
         Err(k) => {
             errs.push(f, "type", format!("must be a string, number or boolean, not {k}"), "");
@@ -244,7 +244,7 @@ fn unknown(errs: &mut RowErrors<'_>, path: &str) {
 }
 
 /// Converts one record object.
-fn read_object(pairs: Vec<(String, Value)>, raw: &mut RawRecord, errs: &mut RowErrors<'_>) {
+fn read_object(pairs: Vec<(String, Value)>, raw: &mut RawRecord<'_>, errs: &mut RowErrors<'_>) {
     let mut seen = HashSet::with_capacity(pairs.len());
     for (key, value) in pairs {
         if !seen.insert(key.clone()) {
@@ -275,7 +275,7 @@ fn read_object(pairs: Vec<(String, Value)>, raw: &mut RawRecord, errs: &mut RowE
     }
 }
 
-fn read_basic_five_info(value: Value, raw: &mut RawRecord, errs: &mut RowErrors<'_>) {
+fn read_basic_five_info(value: Value, raw: &mut RawRecord<'_>, errs: &mut RowErrors<'_>) {
     const PARTS: [Field; 5] = [Field::Name, Field::NameKana, Field::Address, Field::DateOfBirth, Field::Sex];
     match value {
         Value::Null => {}
@@ -297,7 +297,7 @@ fn read_basic_five_info(value: Value, raw: &mut RawRecord, errs: &mut RowErrors<
     }
 }
 
-fn read_max_copayment(value: Value, raw: &mut RawRecord, errs: &mut RowErrors<'_>) {
+fn read_max_copayment(value: Value, raw: &mut RawRecord<'_>, errs: &mut RowErrors<'_>) {
     const PARTS: [Field; 3] = [Field::MaxMonthly, Field::MaxPerVisit, Field::MaxInpatientMonthly];
     match value {
         Value::Object(map) => {
@@ -313,7 +313,7 @@ fn read_max_copayment(value: Value, raw: &mut RawRecord, errs: &mut RowErrors<'_
     }
 }
 
-fn read_copayment(value: Value, raw: &mut RawRecord, errs: &mut RowErrors<'_>) {
+fn read_copayment(value: Value, raw: &mut RawRecord<'_>, errs: &mut RowErrors<'_>) {
     let f = Field::CopayCategory;
     let shape = "{category, burdenDefinition, ratePerDay, …}";
     for (p, mut obj) in list(f, value, raw, errs, shape) {
@@ -337,7 +337,7 @@ fn read_copayment(value: Value, raw: &mut RawRecord, errs: &mut RowErrors<'_>) {
 fn list(
     f: Field,
     value: Value,
-    raw: &mut RawRecord,
+    raw: &mut RawRecord<'_>,
     errs: &mut RowErrors<'_>,
     shape: &str,
 ) -> Vec<(String, serde_json::Map<String, Value>)> {
@@ -374,10 +374,10 @@ fn list(
 fn two_key_list(
     f: Field,
     value: Value,
-    raw: &mut RawRecord,
+    raw: &mut RawRecord<'_>,
     errs: &mut RowErrors<'_>,
     (a, b): (&str, &str),
-) -> Vec<(Option<String>, Option<String>)> {
+) -> Vec<(Text<'static>, Text<'static>)> {
     let shape = format!("{{{a}, {b}}}");
     let mut out = Vec::new();
     for (p, mut obj) in list(f, value, raw, errs, &shape) {
@@ -397,10 +397,10 @@ fn sub(
     key: &str,
     p: &str,
     errs: &mut RowErrors<'_>,
-) -> Result<Option<String>, ()> {
+) -> Result<Text<'static>, ()> {
     match obj.remove(key).map(scalar_text) {
         None => Ok(None),
-        Some(Ok(v)) => Ok(v.as_deref().and_then(clean)),
+        Some(Ok(v)) => Ok(v.as_deref().and_then(clean_owned)),
         Some(Err(k)) => {
             errs.push(f, "type", format!("{p}{key} must be a string or number, not {k}"), "");
             Err(())

@@ -423,6 +423,46 @@ fn rows_with_the_wrong_field_count_and_blank_lines() {
 }
 
 #[test]
+fn control_characters_and_lengths_are_judged_by_character_in_any_script() {
+    // The text rule works on bytes (see `Validator::text_ok`): a control character is
+    // U+0000–U+001F, U+007F or U+0080–U+009F (C2 80–C2 9F), whatever surrounds it, and a
+    // length counts characters, not bytes.
+    let header = format!("{MINIMAL_HEADER},basicFiveInfo.name,basicFiveInfo.address");
+    let row = |name: &str, address: &str| {
+        let quoted = |v: &str| format!("\"{}\"", v.replace('"', "\"\""));
+        format!("{},{},{}", minimal_row("123456789018"), quoted(name), quoted(address))
+    };
+    let kana_100 = "ア".repeat(100);
+    let rows = [
+        row("山田\u{b7}太郎", "東京都\n千代田区\t1-1"), // U+00B7 (C2 B7) is no control; lines may break
+        row(&kana_100, "東京都"),                       // 100 characters, 300 bytes: the limit
+        row("山田\u{85}太郎", "東京都"),                // U+0085 NEL (C2 85)
+        row("山田\t太郎", "東京都"),                    // a tab in a one-line text
+        row(&format!("{kana_100}ア"), "東京都"),        // 101 characters
+        row("山田\u{7f}", "東京都\u{9f}"),              // DEL, and U+009F at the end
+    ];
+    let csv = format!("{header}\n{}\n", rows.join("\n"));
+    let (_, results) = collect(Format::Csv, csv.as_bytes(), &ParseOptions::default());
+    assert_eq!(results.len(), rows.len());
+    let ok = |i: usize| results[i].as_ref().map(|r| r.certificate.basic_five_info.name.clone());
+    assert_eq!(ok(0).ok().as_deref(), Some("山田\u{b7}太郎"));
+    assert_eq!(ok(1).ok().as_deref(), Some(kana_100.as_str()));
+    let rules = |i: usize| -> Vec<(String, &'static str, String)> {
+        results[i].as_ref().unwrap_err().iter().map(|e| (e.field.clone(), e.rule, e.message.clone())).collect()
+    };
+    let control = |field: &str, cp: &str| {
+        (field.to_owned(), "no control characters", format!("must not contain control characters (found U+{cp})"))
+    };
+    assert_eq!(rules(2), [control("basicFiveInfo.name", "0085")]);
+    assert_eq!(rules(3), [control("basicFiveInfo.name", "0009")]);
+    assert_eq!(
+        rules(4),
+        [("basicFiveInfo.name".to_owned(), "max length", "at most 100 characters, got 101".to_owned())]
+    );
+    assert_eq!(rules(5), [control("basicFiveInfo.name", "007F"), control("basicFiveInfo.address", "009F")]);
+}
+
+#[test]
 fn encoding_errors_are_reported_with_their_row() {
     // Auto: the Japanese header settles UTF-8; a Shift_JIS row later is an error of that row.
     let mut csv = format!("{MINIMAL_HEADER},氏名\n{},山田\n", minimal_row("123456789018")).into_bytes();
