@@ -178,7 +178,7 @@ fn read_record<'r>(
         }
         match decoder.decode(bytes) {
             Ok(std::borrow::Cow::Borrowed(text)) => read_field(f, text, raw, &mut copay, errs, |t| t),
-            Ok(std::borrow::Cow::Owned(text)) => read_field(f, &text, raw, &mut copay, errs, |t| owned(t)),
+            Ok(std::borrow::Cow::Owned(text)) => read_field(f, &text, raw, &mut copay, errs, owned),
             Err((lossy, what)) => {
                 errs.push(f, "encoding", format!("the value {what}"), &lossy);
                 raw.fail(f);

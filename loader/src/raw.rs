@@ -116,8 +116,8 @@ pub(crate) fn clean_owned(s: &str) -> Text<'static> {
     owned(clean(s))
 }
 
-/// A value that owns its text.
-pub(crate) fn owned(t: Text<'_>) -> Text<'static> {
+/// A value that owns its text (so it lives as long as `'b`, whatever that is).
+pub(crate) fn owned<'b>(t: Text<'_>) -> Text<'b> {
     t.map(|c| Cow::Owned(c.into_owned()))
 }
 
