@@ -168,7 +168,7 @@ fn read_record<'r>(
     // `str::get` gives only when the field starts and ends on character boundaries (a
     // sequence split by a delimiter would make the whole valid but not the field).
     let whole = match decoder.encoding {
-        Encoding::Utf8 | Encoding::Auto => std::str::from_utf8(record.as_slice()).ok(),
+        Encoding::Utf8 | Encoding::Auto => simdutf8::basic::from_utf8(record.as_slice()).ok(),
         Encoding::ShiftJis => None,
     };
     for (i, (bytes, &f)) in record.iter().zip(&columns.fields).enumerate() {
