@@ -26,7 +26,7 @@ use std::io::{self, Read};
 use crate::error::{FIELD_FILE, FIELD_RECORD, ParseError, RowError, RowErrors};
 use crate::field::{ALL_FIELDS, COPAY_FIELDS, FIELD_COUNT, Field};
 use crate::options::{Encoding, ParseOptions, ParseSummary};
-use crate::raw::{RawCondition, RawCopay, RawFaceItem, RawInstitution, RawRecord, Text, clean, owned};
+use crate::raw::{RawCondition, RawCopay, RawFaceItem, RawInstitution, RawRecord, Text, clean_in, owned};
 use crate::row::ParsedRow;
 use crate::validate::validate;
 
@@ -171,14 +171,17 @@ fn read_record<'r>(
         Encoding::Utf8 | Encoding::Auto => simdutf8::basic::from_utf8(record.as_slice()).ok(),
         Encoding::ShiftJis => None,
     };
+    // Only a quoted value can hold a line break: one search of the record (both encodings
+    // keep `\r` as the byte 0x0D) spares one for each value.
+    let cr = record.as_slice().contains(&b'\r');
     for (i, (bytes, &f)) in record.iter().zip(&columns.fields).enumerate() {
         if let Some(text) = whole.and_then(|w| w.get(record.range(i)?)) {
-            read_field(f, text, raw, &mut copay, errs, |t| t);
+            read_field(f, text, cr, raw, &mut copay, errs, |t| t);
             continue;
         }
         match decoder.decode(bytes) {
-            Ok(std::borrow::Cow::Borrowed(text)) => read_field(f, text, raw, &mut copay, errs, |t| t),
-            Ok(std::borrow::Cow::Owned(text)) => read_field(f, &text, raw, &mut copay, errs, owned),
+            Ok(std::borrow::Cow::Borrowed(text)) => read_field(f, text, cr, raw, &mut copay, errs, |t| t),
+            Ok(std::borrow::Cow::Owned(text)) => read_field(f, &text, cr, raw, &mut copay, errs, owned),
             Err((lossy, what)) => {
                 errs.push(f, "encoding", format!("the value {what}"), &lossy);
                 raw.fail(f);
@@ -222,11 +225,13 @@ type CopayColumns<'r> = [Option<Vec<Text<'r>>>; 8];
 fn read_field<'t, 'r>(
     f: Field,
     text: &'t str,
+    cr: bool,
     raw: &mut RawRecord<'r>,
     copay: &mut CopayColumns<'r>,
     errs: &mut RowErrors<'_>,
     keep: impl Fn(Text<'t>) -> Text<'r>,
 ) {
+    let clean = |s: &'t str| clean_in(s, cr);
     match f {
         Field::AdditionalConditions => {
             for (i, item) in list_items(text).enumerate() {

@@ -97,6 +97,12 @@ impl<'a> RawRecord<'a> {
 /// the same certificate), surrounding white space removed (U+3000 included); `None` when
 /// nothing is left.
 pub(crate) fn clean(s: &str) -> Text<'_> {
+    clean_in(s, true)
+}
+
+/// [`clean`] of a value from text that holds no `\r` at all unless `may_hold_cr` (a CSV
+/// record is searched once, instead of each of its values).
+pub(crate) fn clean_in(s: &str, may_hold_cr: bool) -> Text<'_> {
     // Most values neither start nor end with white space: one character decoded at each
     // end says so, and only then does `trim` walk them. (`trim` and a `memchr` for `\r` on
     // every field were 10 % of parsing's instructions.)
@@ -104,7 +110,7 @@ pub(crate) fn clean(s: &str) -> Text<'_> {
     let t = if ws(s.chars().next()) || ws(s.chars().next_back()) { s.trim() } else { s };
     if t.is_empty() {
         None
-    } else if t.bytes().fold(false, |cr, b| cr | (b == b'\r')) {
+    } else if may_hold_cr && t.contains('\r') {
         Some(Cow::Owned(t.replace("\r\n", "\n").replace('\r', "\n")))
     } else {
         Some(Cow::Borrowed(t))
