@@ -660,7 +660,7 @@ fn a_failed_snapshot_install_leaves_the_previous_snapshot_serving() {
         // file: the holders part is already ingested into the inactive pair when it fails.
         let opts = s.holders_sst_writer();
         let holders = dir.path().join("next-holders.sst");
-        let mut w = opts.writer(false);
+        let mut w = opts.writer();
         w.open(&holders).unwrap();
         let bucket = pmh_engine::record::Bucket {
             holders: vec![pmh_engine::record::Holder { pmh_id: *a.as_bytes(), certificates: vec![cert("NEW")] }],

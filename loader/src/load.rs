@@ -436,13 +436,10 @@ fn unique() -> u128 {
 struct Target<'a> {
     key_of: &'a (dyn Fn(&PmhId) -> StoreKey + Sync),
     sst: SstOptions,
-    /// Keep the files' pages in the page cache as they are written: when they are
-    /// installed right away, so the first lookups and diffs after the switch do not read
-    /// the store from the disk at random. A prepared directory may wait long enough for its
-    /// pages to leave; it is read back into the cache when it is installed instead
-    /// (`sort::prefetch`), and preparing lets the writer drop its pages as it goes. (Before
-    /// the writer could keep them, the merge read every finished file back: at 10 M
-    /// certificates 5.3 GB, 4–5 s of the merge.)
+    /// Read finished files back into the page cache during the merge: when they are
+    /// installed right away. A prepared directory is warmed when it is installed instead
+    /// (it may wait long enough for its pages to leave), so preparing skips it: at 10 M
+    /// certificates the warm-up reads 5.3 GB from the disk, 4–5 s of the merge.
     warm: bool,
 }
 
@@ -760,9 +757,13 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
     let holder_path = |p: usize| dir.join(format!("holders-{p:03}.sst"));
     let source_path = dir.join("source.sst");
     let pool = crate::direct::ReadAhead::new(threads);
-    // Files installed right away keep their pages in the page cache as they are written
-    // (see `Target::warm`).
-    let keep = target.warm;
+    // Finished SST files are read back into the page cache by one more thread, while the
+    // merge goes on (see `sort::prefetch`; not when preparing, see `Target::warm`); the
+    // merge returns once they all are.
+    let (warm_tx, warm_rx) = crossbeam_channel::unbounded::<PathBuf>();
+    let warm = target.warm;
+    let warmer =
+        std::thread::spawn(move || warm_rx.into_iter().filter(|_| warm).for_each(|p| crate::sort::prefetch(&p)));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     // (task, its result: certificates for the index, holders for a range)
@@ -778,15 +779,23 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
                     let began = Instant::now();
                     let r = match tasks[t] {
                         MergeTask::Source => {
-                            crate::sort::merge_source(&target.sst, keep, &runs.source, &source_path, files, &pool)
+                            crate::sort::merge_source(&target.sst, &runs.source, &source_path, files, &pool)
                         }
                         MergeTask::Holders(p, range) => {
-                            crate::sort::merge_holders(&target.sst, keep, &runs.holders, range, &holder_path(p), &pool)
+                            crate::sort::merge_holders(&target.sst, &runs.holders, range, &holder_path(p), &pool)
                         }
                     };
                     tracing::debug!(task = ?tasks[t], ms = began.elapsed().as_millis() as u64, "merge task done");
-                    if r.is_err() {
-                        stop.store(true, Ordering::Relaxed);
+                    match &r {
+                        Err(_) => stop.store(true, Ordering::Relaxed),
+                        Ok(0) => {}
+                        Ok(_) => {
+                            let out = match tasks[t] {
+                                MergeTask::Source => source_path.clone(),
+                                MergeTask::Holders(p, _) => holder_path(p),
+                            };
+                            let _ = warm_tx.send(out);
+                        }
                     }
                     if let Ok(mut d) = done.lock() {
                         d.push((t, r));
@@ -795,6 +804,8 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
             });
         }
     });
+    drop(warm_tx);
+    let _ = warmer.join();
     let mut done = done.into_inner().unwrap_or_default();
     done.sort_by_key(|(t, _)| *t);
     if done.len() != tasks.len() {

@@ -432,7 +432,6 @@ pub(crate) fn key_ranges(parts: usize) -> Vec<(usize, usize)> {
 /// range holds none.
 pub(crate) fn merge_holders(
     opts: &SstOptions,
-    keep_in_cache: bool,
     runs: &[HolderRun],
     (lo, hi): (usize, usize),
     out: &Path,
@@ -453,7 +452,7 @@ pub(crate) fn merge_holders(
     let less =
         |heads: &[HolderHead], a: usize, b: usize| (heads[a].key, heads[a].pmh, a) < (heads[b].key, heads[b].pmh, b);
     let mut frontier = Frontier::new(live.into_iter(), |a, b| less(&heads, a, b));
-    let mut w = opts.writer(keep_in_cache);
+    let mut w = opts.writer();
     let mut opened = false;
     let mut holders = 0u64;
     // The bucket being built: its key, the holder last started, and its value so far. The
@@ -512,7 +511,6 @@ pub(crate) fn merge_holders(
 /// certificates; no file is written when there are none.
 pub(crate) fn merge_source(
     opts: &SstOptions,
-    keep_in_cache: bool,
     runs: &[PathBuf],
     out: &Path,
     files: &[PathBuf],
@@ -532,7 +530,7 @@ pub(crate) fn merge_source(
     }
     let less = |heads: &[SourceHead], a: usize, b: usize| heads[a].order(&heads[b]).is_lt();
     let mut frontier = Frontier::new(live.into_iter(), |a, b| less(&heads, a, b));
-    let mut w = opts.writer(keep_in_cache);
+    let mut w = opts.writer();
     let mut opened = false;
     let mut n = 0u64;
     // The last key written, and the row it came from.
@@ -593,11 +591,10 @@ pub(crate) fn merge_source(
     Ok(n)
 }
 
-/// Reads a finished SST file back into the OS page cache, for a prepared snapshot that is
-/// installed later.
+/// Reads a finished SST file back into the OS page cache.
 ///
-/// Written without `keep_in_page_cache`, an SST file's pages are dropped from the page cache
-/// as it is written (RocksDB's `invalidate_page_cache`), so without this the first
+/// RocksDB's `SstFileWriter` drops the pages it writes from the page cache (its
+/// `invalidate_page_cache`, which the C API does not expose), so without this the first
 /// lookups and diffs after a switch read every block from the disk at random: a 101,978-row
 /// diff right after a 1 M-person load took 12 s instead of 2 s. The file is mapped with
 /// `MAP_POPULATE`, a window at a time, which has the kernel read it in without copying it
@@ -657,7 +654,7 @@ mod tests {
         let runs = w.finish().unwrap();
         let opts = pmh_engine::snapshot::SstOptions::new(&pmh_engine::RocksTuning::default());
         let pool = crate::direct::ReadAhead::new(1);
-        let merge = |out: &str| merge_holders(&opts, false, &runs.holders, (0, 256), &dir.path().join(out), &pool);
+        let merge = |out: &str| merge_holders(&opts, &runs.holders, (0, 256), &dir.path().join(out), &pool);
         assert_eq!(merge("good.sst").unwrap(), 1);
         // Flip a byte inside the record's archive (after its head: key, PMH-ID, digest, length).
         let run = &runs.holders[0].path;
