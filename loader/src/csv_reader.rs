@@ -152,6 +152,24 @@ fn list_items(s: &str) -> impl Iterator<Item = &str> {
     s.split(';').map(str::trim).filter(|t| !t.is_empty())
 }
 
+/// Hands each `a{sep}b` item of a list field to `each`; an item without `sep` is reported
+/// as a list-syntax error (`form` says what was expected).
+fn list_pairs<'t>(
+    f: Field,
+    text: &'t str,
+    sep: char,
+    form: &str,
+    errs: &mut RowErrors<'_>,
+    mut each: impl FnMut(&'t str, &'t str),
+) {
+    for (i, item) in list_items(text).enumerate() {
+        match item.split_once(sep) {
+            Some((a, b)) => each(a, b),
+            None => errs.push(f, "list syntax", format!("item {}: expected {form}", i + 1), item),
+        }
+    }
+}
+
 /// Fills `raw` from one data record. Values borrow from the record where its text is the
 /// file's own (UTF-8); a field decoded from Shift_JIS is owned.
 fn read_record<'r>(
@@ -233,17 +251,9 @@ fn read_field<'t, 'r>(
 ) {
     let clean = |s: &'t str| clean_in(s, cr);
     match f {
-        Field::AdditionalConditions => {
-            for (i, item) in list_items(text).enumerate() {
-                match item.split_once('-') {
-                    Some((k, c)) => raw.conditions.push(RawCondition { item: keep(clean(k)), code: keep(clean(c)) }),
-                    None => {
-                        let msg = format!("item {}: expected item-code", i + 1);
-                        errs.push(f, "list syntax", msg, item);
-                    }
-                }
-            }
-        }
+        Field::AdditionalConditions => list_pairs(f, text, '-', "item-code", errs, |k, c| {
+            raw.conditions.push(RawCondition { item: keep(clean(k)), code: keep(clean(c)) })
+        }),
         Field::DesignatedMedicalInstitutions => {
             for item in list_items(text) {
                 let (code, name) = match item.split_once(':') {
@@ -253,17 +263,9 @@ fn read_field<'t, 'r>(
                 raw.institutions.push(RawInstitution { code, name });
             }
         }
-        Field::CertificationDetail => {
-            for (i, item) in list_items(text).enumerate() {
-                match item.split_once('=') {
-                    Some((n, v)) => raw.detail.push(RawFaceItem { name: keep(clean(n)), value: keep(clean(v)) }),
-                    None => {
-                        let msg = format!("item {}: expected name=value", i + 1);
-                        errs.push(f, "list syntax", msg, item);
-                    }
-                }
-            }
-        }
+        Field::CertificationDetail => list_pairs(f, text, '=', "name=value", errs, |n, v| {
+            raw.detail.push(RawFaceItem { name: keep(clean(n)), value: keep(clean(v)) })
+        }),
         _ => match COPAY_FIELDS.iter().position(|&c| c == f) {
             Some(k) => {
                 if clean(text).is_some() {

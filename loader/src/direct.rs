@@ -70,8 +70,10 @@ fn open_direct(path: &Path, write: bool, direct: bool) -> io::Result<File> {
 }
 
 /// Writes a file sequentially in aligned blocks, each full buffer written by a helper
-/// thread while the next one fills: a sort run's writer waited for each of its direct
-/// writes (≈ 4 ms per 2 MB here) with the load's CPU work stopped.
+/// thread while the next one fills, so that a spill goes on gathering records while the
+/// disk writes the last 2 MB (≈ 4 ms here). On a 2-core machine this did not show in the
+/// load's time (a worker blocked in a write left its core to the other threads); it may
+/// where cores outnumber the load's threads.
 pub(crate) struct DirectWriter {
     file: Arc<File>,
     buf: AlignedBuf,
