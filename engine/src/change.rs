@@ -117,20 +117,6 @@ pub fn encode_certificate_into(c: &Certificate, out: &mut Vec<u8>) -> Result<u64
     Ok(xxhash_rust::xxh3::xxh3_64(&out[start..]))
 }
 
-/// Decodes an archive made by [`encode_certificate`], given its digest: the digest is
-/// checked (one xxh3 pass) and the archive then read without a full bytecheck, which is
-/// sound for bytes `encode_certificate` produced (see `record::access_bucket_trusted`).
-/// A mismatch — a corrupted scratch file — is an error, never undefined behaviour.
-pub fn decode_certificate(bytes: &[u8], digest: u64) -> Result<Certificate, Error> {
-    if xxhash_rust::xxh3::xxh3_64(bytes) != digest {
-        return Err(Error::Corrupt("certificate archive does not match its digest".into()));
-    }
-    // SAFETY: the digest matched, so these are the bytes `encode_certificate` produced, a
-    // valid archive (the same argument as `record::access_bucket_trusted`).
-    let a = unsafe { rkyv::access_unchecked::<crate::record::ArchivedCertificate>(bytes) };
-    rkyv::deserialize::<Certificate, rkyv::rancor::Error>(a).map_err(|e| Error::Corrupt(format!("certificate: {e}")))
-}
-
 /// The source-index value of a certificate held by `pmh_id` under `key`, for bulk loaders
 /// that write the source-index SST themselves (see `Store::source_sst_writer`).
 pub fn source_index_value(key: StoreKey, pmh_id: PmhId, digest: u64) -> [u8; SOURCE_VALUE_LEN] {
@@ -344,10 +330,7 @@ impl<'a> BucketEdit<'a> {
 fn split_points(mut keys: Vec<StoreKey>, n: usize) -> Vec<StoreKey> {
     keys.sort_unstable();
     keys.dedup();
-    match keys.is_empty() {
-        true => Vec::new(),
-        false => (1..n).map(|i| keys[i * keys.len() / n]).collect(),
-    }
+    if keys.is_empty() { Vec::new() } else { (1..n).map(|i| keys[i * keys.len() / n]).collect() }
 }
 
 /// Puts `e` into the part of its key (see [`split_points`]).

@@ -169,17 +169,20 @@ impl<'a> Eligibility<'a> {
         };
         e.holder = holder.offset();
         // One walk of the holder's certificates for both the disclosure rule and validity.
+        let small = holder.len() <= 64;
         let (mut mask, mut list) = (0u64, Vec::new());
         for (i, c) in holder.certificates().enumerate() {
             e.personal_withheld |= c.is_not_disclosed;
-            if c.is_valid_on(date) {
-                match holder.len() <= 64 {
-                    true => mask |= 1u64 << i,
-                    false => list.push(i as u16),
-                }
+            if !c.is_valid_on(date) {
+                continue;
+            }
+            if small {
+                mask |= 1u64 << i;
+            } else {
+                list.push(i as u16);
             }
         }
-        e.visible = if holder.len() <= 64 { Visible::Mask(mask) } else { Visible::List(list) };
+        e.visible = if small { Visible::Mask(mask) } else { Visible::List(list) };
         e.value = Some(v);
         Ok(e)
     }
