@@ -463,6 +463,26 @@ fn control_characters_and_lengths_are_judged_by_character_in_any_script() {
 }
 
 #[test]
+fn list_items_without_their_separator_are_row_errors() {
+    // Both `a{sep}b` lists (see `csv_reader::list_pairs`): a bad item is reported with its
+    // position and value, and the good items of the row are still read.
+    let header = format!("{MINIMAL_HEADER},additionalConditions,certificationDetail");
+    let row = format!("{},\"A01-1;B02\",\"備考=a;受給者証名\"", minimal_row("123456789018"));
+    let csv = format!("{header}\n{row}\n");
+    let (_, results) = collect(Format::Csv, csv.as_bytes(), &ParseOptions::default());
+    let e = results[0].as_ref().unwrap_err();
+    let got: Vec<(&str, &str, &str, &str)> =
+        e.iter().map(|e| (e.field.as_str(), e.rule, e.message.as_str(), e.value.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("additionalConditions", "list syntax", "item 2: expected item-code", "B02"),
+            ("certificationDetail", "list syntax", "item 2: expected name=value", "受給者証名"),
+        ]
+    );
+}
+
+#[test]
 fn encoding_errors_are_reported_with_their_row() {
     // Auto: the Japanese header settles UTF-8; a Shift_JIS row later is an error of that row.
     let mut csv = format!("{MINIMAL_HEADER},氏名\n{},山田\n", minimal_row("123456789018")).into_bytes();
