@@ -3,8 +3,8 @@
 //! ## Full load (全件): a new complete snapshot
 //! ```text
 //!  CSV ─▶ cut into chunks of whole records (this thread) ─▶ N workers: split fields, validate, derive PMH-ID and
-//!  store key, serialize, digest ─▶ sorted runs on disk (O_DIRECT, cut by key range)
-//!  ─▶ merge tasks on N threads: source.sst (duplicates found here), holders-NNN.sst per key
+//!  store key, serialize, digest ─▶ sorted runs on disk (O_DIRECT, cut by key range), the
+//!  last one of each worker kept in memory ─▶ merge tasks on N threads: source.sst (duplicates found here), holders-NNN.sst per key
 //!  range; each file read back into the page cache ─▶ Store::install_snapshot (ingest into
 //!  the inactive pair, switch generation)
 //! ```
@@ -682,9 +682,11 @@ fn prepare_with(
         runs.extend(r?);
     }
 
-    let source_bytes: u64 = runs.source.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let source_bytes: u64 = runs.source.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum::<u64>()
+        + runs.memory.iter().map(crate::sort::MemoryRun::source_bytes).sum::<u64>();
     tracing::debug!(
         runs = runs.holders.len() + runs.source.len(),
+        in_memory = runs.memory.len(),
         holder_bytes = runs.holder_bytes(),
         source_bytes,
         "sorted runs written"
@@ -778,11 +780,9 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
                     }
                     let began = Instant::now();
                     let r = match tasks[t] {
-                        MergeTask::Source => {
-                            crate::sort::merge_source(&target.sst, &runs.source, &source_path, files, &pool)
-                        }
+                        MergeTask::Source => crate::sort::merge_source(&target.sst, runs, &source_path, files, &pool),
                         MergeTask::Holders(p, range) => {
-                            crate::sort::merge_holders(&target.sst, &runs.holders, range, &holder_path(p), &pool)
+                            crate::sort::merge_holders(&target.sst, runs, range, &holder_path(p), &pool)
                         }
                     };
                     tracing::debug!(task = ?tasks[t], ms = began.elapsed().as_millis() as u64, "merge task done");

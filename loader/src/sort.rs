@@ -3,14 +3,17 @@
 //!
 //! ```text
 //!  worker: push(cert) ─▶ arena + index ─(budget full)─▶ sort index ─▶ run file
-//!                                                          (holders: cut by key range)
+//!                                   │                      (holders: cut by key range)
+//!                                   └─(input ends)─▶ sort index ─▶ run in memory
 //!  merge:  task "index"      : all source runs  ─▶ k-way merge ─▶ source.sst
 //!          task "holders p"  : range p of every holder run ─▶ k-way merge ─▶ holders-p.sst
 //! ```
 //!
 //! Each worker appends certificate archives and index keys to two byte arenas (reserved up
 //! front) and keeps a small fixed-size entry per certificate, so a push allocates nothing.
-//! A spill sorts the entries and writes the records in that order. The merge frames each
+//! A spill sorts the entries and writes the records in that order. What is buffered when
+//! the input ends is sorted and merged from memory along with the files (a load that fits
+//! the budget writes no run at all). The merge frames each
 //! holder's archives into a holders value as they are, after checking each against its
 //! digest: a certificate is serialised once in a whole load.
 //!
@@ -51,11 +54,39 @@ pub(crate) struct HolderRun {
     bounds: Vec<u64>,
 }
 
-/// A worker's sorted runs on disk.
+/// A worker's sorted runs: on disk, and its last sort buffer kept in memory.
 #[derive(Default)]
 pub(crate) struct Runs {
     pub(crate) holders: Vec<HolderRun>,
     pub(crate) source: Vec<PathBuf>,
+    pub(crate) memory: Vec<MemoryRun>,
+}
+
+/// A worker's last sort buffer, sorted and merged from memory rather than spilled: writing
+/// it to a run only to read it back cost the disk its size twice (at 1 M certificates, most
+/// of the runs' bytes).
+pub(crate) struct MemoryRun {
+    archives: Vec<u8>,
+    /// In key order.
+    holders: Vec<HolderEntry>,
+    /// `bounds[b]`: index of the first entry of `holders` whose key starts with a byte ≥ `b`.
+    bounds: Vec<usize>,
+    keys: Vec<u8>,
+    source: Vec<SourceEntry>,
+    /// `source`'s order (see [`Sorter::sort`]).
+    order: Vec<(u128, u128, usize)>,
+}
+
+impl MemoryRun {
+    /// Bytes its holder records would take in a run file.
+    fn holder_bytes(&self) -> u64 {
+        (self.archives.len() + self.holders.len() * HOLDER_HEAD) as u64
+    }
+
+    /// Bytes its source records would take in a run file.
+    pub(crate) fn source_bytes(&self) -> u64 {
+        (self.keys.len() + self.source.len() * (4 + SOURCE_TAIL)) as u64
+    }
 }
 
 impl Runs {
@@ -63,11 +94,13 @@ impl Runs {
     pub(crate) fn extend(&mut self, other: Runs) {
         self.holders.extend(other.holders);
         self.source.extend(other.source);
+        self.memory.extend(other.memory);
     }
 
-    /// Bytes of holder records, all runs.
+    /// Bytes of holder records, all runs (in memory too).
     pub(crate) fn holder_bytes(&self) -> u64 {
-        self.holders.iter().map(|r| r.bounds[256]).sum()
+        self.holders.iter().map(|r| r.bounds[256]).sum::<u64>()
+            + self.memory.iter().map(MemoryRun::holder_bytes).sum::<u64>()
     }
 }
 
@@ -175,10 +208,49 @@ impl<'a> Sorter<'a> {
         if used >= self.budget { self.spill() } else { Ok(()) }
     }
 
-    /// Spills what is buffered and returns every run written.
+    /// Returns every run: those spilled, and what is still buffered, sorted, as a run in
+    /// memory.
     pub(crate) fn finish(mut self) -> Result<Runs, LoadError> {
-        self.spill()?;
+        if self.holders.is_empty() {
+            return Ok(self.runs);
+        }
+        self.sort();
+        let mut bounds = vec![0usize; 257];
+        for (b, at) in bounds.iter_mut().enumerate() {
+            *at = self.holders.partition_point(|h| usize::from(h.key.to_be_bytes()[0]) < b);
+        }
+        self.runs.memory.push(MemoryRun {
+            archives: self.archives,
+            holders: self.holders,
+            bounds,
+            keys: self.keys,
+            source: self.source,
+            order: self.order,
+        });
         Ok(self.runs)
+    }
+
+    /// Sorts the buffered holder entries by key, and `order` (the source entries' order)
+    /// by index key.
+    fn sort(&mut self) {
+        // Ties (one holder's certificates) keep their input order: `at` grows with it.
+        self.holders.sort_unstable_by_key(|h| (h.key, h.pmh, h.at));
+        let (keys, source) = (&self.keys, &self.source);
+        let key = |e: &SourceEntry| &keys[e.at..e.at + e.len as usize];
+        // Sorted by the keys' first 32 bytes held inline, the whole keys compared only when
+        // those tie: comparing each pair through the arena (a cache miss and a memcmp call)
+        // was 7 % of a full load's CPU.
+        self.order.clear();
+        self.order.extend(source.iter().enumerate().map(|(i, e)| {
+            let (hi, lo) = key_prefix(key(e));
+            (hi, lo, i)
+        }));
+        self.order.sort_unstable_by(|x, y| {
+            (x.0, x.1).cmp(&(y.0, y.1)).then_with(|| {
+                let (a, b) = (&source[x.2], &source[y.2]);
+                key(a).cmp(key(b)).then((a.file, a.row).cmp(&(b.file, b.row)))
+            })
+        });
     }
 
     fn spill(&mut self) -> Result<(), LoadError> {
@@ -186,8 +258,7 @@ impl<'a> Sorter<'a> {
             return Ok(());
         }
         let n = self.runs.source.len();
-        // Ties (one holder's certificates) keep their input order: `at` grows with it.
-        self.holders.sort_unstable_by_key(|h| (h.key, h.pmh, h.at));
+        self.sort();
         let path = self.dir.join(format!("w{}-h{n}.run", self.id));
         let mut w = RunWriter::create(&path)?;
         let mut bounds = vec![0u64; 257];
@@ -214,20 +285,6 @@ impl<'a> Sorter<'a> {
 
         let (keys, source) = (&self.keys, &self.source);
         let key = |e: &SourceEntry| &keys[e.at..e.at + e.len as usize];
-        // Sorted by the keys' first 32 bytes held inline, the whole keys compared only when
-        // those tie: comparing each pair through the arena (a cache miss and a memcmp call)
-        // was 7 % of a full load's CPU.
-        self.order.clear();
-        self.order.extend(source.iter().enumerate().map(|(i, e)| {
-            let (hi, lo) = key_prefix(key(e));
-            (hi, lo, i)
-        }));
-        self.order.sort_unstable_by(|x, y| {
-            (x.0, x.1).cmp(&(y.0, y.1)).then_with(|| {
-                let (a, b) = (&source[x.2], &source[y.2]);
-                key(a).cmp(key(b)).then((a.file, a.row).cmp(&(b.file, b.row)))
-            })
-        });
         let path = self.dir.join(format!("w{}-s{n}.run", self.id));
         let mut w = RunWriter::create(&path)?;
         for e in self.order.iter().map(|o| &source[o.2]) {
@@ -309,6 +366,46 @@ impl RunReader {
     }
 }
 
+/// Where the merge reads one run's records from.
+enum Input<'m> {
+    File(RunReader),
+    /// Entries `next..end` of a run in memory (of its holders, or of its source order).
+    Memory {
+        run: &'m MemoryRun,
+        next: usize,
+        end: usize,
+    },
+}
+
+impl Input<'_> {
+    /// What an error names.
+    fn path(&self) -> &Path {
+        match self {
+            Input::File(r) => &r.path,
+            Input::Memory { .. } => Path::new("(sort buffer in memory)"),
+        }
+    }
+
+    /// The next entry of a run in memory (of its holders or of its source order), or what
+    /// reads the next record from a file.
+    fn next(&mut self) -> Next<'_> {
+        match self {
+            Input::File(r) => Next::File(r),
+            Input::Memory { next, end, .. } if next == end => Next::End,
+            Input::Memory { run, next, .. } => {
+                *next += 1;
+                Next::Memory(run, *next - 1)
+            }
+        }
+    }
+}
+
+enum Next<'a> {
+    File(&'a mut RunReader),
+    Memory(&'a MemoryRun, usize),
+    End,
+}
+
 /// The head record of a holder run.
 #[derive(Default)]
 struct HolderHead {
@@ -320,6 +417,19 @@ struct HolderHead {
 
 impl HolderHead {
     /// Reads the next record; `Ok(false)` at the end of the range.
+    fn read_from(&mut self, input: &mut Input<'_>) -> Result<bool, LoadError> {
+        let (run, i) = match input.next() {
+            Next::File(r) => return self.read(r),
+            Next::End => return Ok(false),
+            Next::Memory(run, i) => (run, i),
+        };
+        let e = &run.holders[i];
+        (self.key, self.pmh, self.digest) = (e.key.to_be_bytes(), e.pmh.to_be_bytes(), e.digest);
+        self.archive.clear();
+        self.archive.extend_from_slice(&run.archives[e.at..e.at + e.len as usize]);
+        Ok(true)
+    }
+
     fn read(&mut self, r: &mut RunReader) -> Result<bool, LoadError> {
         let mut head = [0u8; HOLDER_HEAD];
         if !r.exact(&mut head)? {
@@ -349,6 +459,20 @@ impl Default for SourceHead {
 }
 
 impl SourceHead {
+    /// Reads the next record; `Ok(false)` at the end of the run.
+    fn read_from(&mut self, input: &mut Input<'_>) -> Result<bool, LoadError> {
+        let (run, i) = match input.next() {
+            Next::File(r) => return self.read(r),
+            Next::End => return Ok(false),
+            Next::Memory(run, i) => (run, i),
+        };
+        let e = &run.source[run.order[i].2];
+        self.key.clear();
+        self.key.extend_from_slice(&run.keys[e.at..e.at + e.len as usize]);
+        (self.value, self.file, self.row) = (e.value, e.file, e.row);
+        Ok(true)
+    }
+
     fn read(&mut self, r: &mut RunReader) -> Result<bool, LoadError> {
         let mut len = [0u8; 4];
         if !r.exact(&mut len)? {
@@ -432,21 +556,23 @@ pub(crate) fn key_ranges(parts: usize) -> Vec<(usize, usize)> {
 /// range holds none.
 pub(crate) fn merge_holders(
     opts: &SstOptions,
-    runs: &[HolderRun],
+    runs: &Runs,
     (lo, hi): (usize, usize),
     out: &Path,
     pool: &ReadAhead,
 ) -> Result<u64, LoadError> {
-    let mut readers = Vec::with_capacity(runs.len());
-    let mut heads: Vec<HolderHead> = Vec::with_capacity(runs.len());
+    let mut readers = Vec::with_capacity(runs.holders.len() + runs.memory.len());
+    for run in &runs.holders {
+        readers.push(Input::File(RunReader::open(&run.path, run.bounds[lo], run.bounds[hi], pool)?));
+    }
+    readers.extend(runs.memory.iter().map(|run| Input::Memory { run, next: run.bounds[lo], end: run.bounds[hi] }));
+    let mut heads: Vec<HolderHead> = Vec::with_capacity(readers.len());
     let mut live = Vec::new();
-    for (i, run) in runs.iter().enumerate() {
-        let mut r = RunReader::open(&run.path, run.bounds[lo], run.bounds[hi], pool)?;
+    for (i, r) in readers.iter_mut().enumerate() {
         let mut h = HolderHead::default();
-        if h.read(&mut r)? {
+        if h.read_from(r)? {
             live.push(i);
         }
-        readers.push(r);
         heads.push(h);
     }
     let less =
@@ -492,9 +618,9 @@ pub(crate) fn merge_holders(
         }
         if let Some((_, _, enc)) = &mut current {
             enc.certificate(&mut value, &rec.archive, rec.digest)
-                .map_err(|e| io_err(&readers[i].path, format!("sort run record: {e}")))?;
+                .map_err(|e| io_err(readers[i].path(), format!("sort run record: {e}")))?;
         }
-        let more = heads[i].read(&mut readers[i])?;
+        let more = heads[i].read_from(&mut readers[i])?;
         frontier.fix_top(more, |a, b| less(&heads, a, b));
     }
     if let Some((k, _, enc)) = current.take() {
@@ -511,21 +637,23 @@ pub(crate) fn merge_holders(
 /// certificates; no file is written when there are none.
 pub(crate) fn merge_source(
     opts: &SstOptions,
-    runs: &[PathBuf],
+    runs: &Runs,
     out: &Path,
     files: &[PathBuf],
     pool: &ReadAhead,
 ) -> Result<u64, LoadError> {
-    let mut readers = Vec::with_capacity(runs.len());
-    let mut heads: Vec<SourceHead> = Vec::with_capacity(runs.len());
+    let mut readers = Vec::with_capacity(runs.source.len() + runs.memory.len());
+    for path in &runs.source {
+        readers.push(Input::File(RunReader::open_all(path, pool)?));
+    }
+    readers.extend(runs.memory.iter().map(|run| Input::Memory { run, next: 0, end: run.order.len() }));
+    let mut heads: Vec<SourceHead> = Vec::with_capacity(readers.len());
     let mut live = Vec::new();
-    for (i, path) in runs.iter().enumerate() {
-        let mut r = RunReader::open_all(path, pool)?;
+    for (i, r) in readers.iter_mut().enumerate() {
         let mut h = SourceHead::default();
-        if h.read(&mut r)? {
+        if h.read_from(r)? {
             live.push(i);
         }
-        readers.push(r);
         heads.push(h);
     }
     let less = |heads: &[SourceHead], a: usize, b: usize| heads[a].order(&heads[b]).is_lt();
@@ -579,7 +707,7 @@ pub(crate) fn merge_source(
                 }
             }
         }
-        let more = heads[i].read(&mut readers[i])?;
+        let more = heads[i].read_from(&mut readers[i])?;
         frontier.fix_top(more, |a, b| less(&heads, a, b));
     }
     if !dups.is_empty() {
@@ -648,13 +776,14 @@ mod tests {
         // A corrupted sort run (a bad disk, a scratch directory written by someone else)
         // must fail the load, never reach a holders value that readers trust.
         let dir = tempfile::tempdir().unwrap();
-        let mut w = Sorter::new(0, dir.path(), 1 << 20, 1 << 20);
+        // A budget of 1 byte: every push spills (a last buffer would be merged from memory).
+        let mut w = Sorter::new(0, dir.path(), 1, 1 << 20);
         let (key, pmh) = (StoreKey([1; 16]), pmh_engine::PmhId::from_bytes([2; 16]));
         w.push(key, &pmh, &Certificate::example("H1"), 0, 1).unwrap();
         let runs = w.finish().unwrap();
         let opts = pmh_engine::snapshot::SstOptions::new(&pmh_engine::RocksTuning::default());
         let pool = crate::direct::ReadAhead::new(1);
-        let merge = |out: &str| merge_holders(&opts, &runs.holders, (0, 256), &dir.path().join(out), &pool);
+        let merge = |out: &str| merge_holders(&opts, &runs, (0, 256), &dir.path().join(out), &pool);
         assert_eq!(merge("good.sst").unwrap(), 1);
         // Flip a byte inside the record's archive (after its head: key, PMH-ID, digest, length).
         let run = &runs.holders[0].path;

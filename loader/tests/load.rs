@@ -116,6 +116,31 @@ fn duplicate_identities_across_files_name_both_rows() {
 }
 
 #[test]
+fn duplicates_are_found_between_runs_on_disk_and_in_memory() {
+    // The last sort buffer of each worker is merged from memory, the rest from run files:
+    // a duplicate must be found whichever of them holds each copy.
+    let t = tempfile::tempdir().expect("tmp");
+    let files = vec![data("sample-utf8.csv"), data("sample-utf8.csv")];
+    let mut reports = Vec::new();
+    // All in memory; a run every few certificates with the last ones in memory; every
+    // certificate its own run on disk.
+    for budget in [512 << 20, 8192, 1] {
+        let store = open(&t.path().join(format!("db-{budget}")));
+        let opts = LoadOptions { threads: 2, sort_budget_bytes: budget, ..LoadOptions::default() };
+        let Err(LoadError::Rejected(errors)) =
+            load::full(&store, &PmhIdDeriver::new(SECRET), &files, &opts, &NoProgress)
+        else {
+            panic!("duplicates must be rejected (budget {budget})");
+        };
+        assert_eq!(store.generation(), 0, "nothing installed");
+        reports.push(errors.iter().map(|e| (e.file.clone(), e.row, e.message.clone())).collect::<Vec<_>>());
+    }
+    assert!(!reports[0].is_empty());
+    assert_eq!(reports[0], reports[1], "a run every few certificates");
+    assert_eq!(reports[0], reports[2], "every certificate its own run");
+}
+
+#[test]
 fn a_small_sort_budget_spills_runs_and_loads_the_same() {
     let t = tempfile::tempdir().expect("tmp");
     let a = open(&t.path().join("a"));
