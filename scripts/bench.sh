@@ -19,10 +19,11 @@ work=${BENCH_DIR:-var/bench}
 port=${BENCH_PORT:-18180}
 duration=${BENCH_DURATION:-15s}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pmh/target}
-bin=$CARGO_TARGET_DIR/release
+# The programs as deployed: the `dist` profile (whole-program optimisation, see Cargo.toml).
+bin=$CARGO_TARGET_DIR/dist
 results=$work/results
 
-scripts/cargo.sh build --locked --release -p pmh-server -p pmh-loader -p pmh-bench --bins
+scripts/cargo.sh build --locked --profile dist -p pmh-server -p pmh-loader -p pmh-bench --bins
 rm -rf "$work"
 mkdir -p "$results"
 
