@@ -211,7 +211,7 @@ fn read_record<'r>(
         // The rules cannot be put together without the column that did not decode.
         return;
     }
-    let rules = copay.iter().flatten().map(Vec::len).max().unwrap_or(0);
+    let rules = copay.iter().flatten().map(|c| c.len()).max().unwrap_or(0);
     let mut consistent = true;
     for (k, col) in copay.iter().enumerate() {
         if let Some(items) = col
@@ -236,7 +236,7 @@ fn read_record<'r>(
 }
 
 /// The copayment columns of one record, each split into its rules' values.
-type CopayColumns<'r> = [Option<Vec<Text<'r>>>; 8];
+type CopayColumns<'r> = [Option<smallvec::SmallVec<[Text<'r>; 4]>>; 8];
 
 /// Puts one field's text into `raw`; `keep` turns a value borrowed from `text` into one
 /// that lives as long as the record (the identity when `text` is the record's own).

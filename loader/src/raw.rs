@@ -13,6 +13,9 @@ use crate::field::{FIELD_COUNT, Field};
 /// value the validator only parses (a date, a number, a flag) is never copied.
 pub(crate) type Text<'a> = Option<Cow<'a, str>>;
 
+/// A record's list of items: most rows have one or two, held inline.
+pub(crate) type List<T> = smallvec::SmallVec<[T; 2]>;
+
 /// One record as text. Deliberately not `Debug`: it holds the My Number in clear.
 pub(crate) struct RawRecord<'a> {
     /// Scalar values by [`Field::index`]; `None` when absent or empty.
@@ -21,13 +24,13 @@ pub(crate) struct RawRecord<'a> {
     /// validator neither checks them again nor calls them missing.
     failed: u64,
     /// 追加条件.
-    pub(crate) conditions: Vec<RawCondition<'a>>,
+    pub(crate) conditions: List<RawCondition<'a>>,
     /// 指定医療機関情報.
-    pub(crate) institutions: Vec<RawInstitution<'a>>,
+    pub(crate) institutions: List<RawInstitution<'a>>,
     /// Copay rules.
-    pub(crate) copayment: Vec<RawCopay<'a>>,
+    pub(crate) copayment: List<RawCopay<'a>>,
     /// 受給者証券面項目.
-    pub(crate) detail: Vec<RawFaceItem<'a>>,
+    pub(crate) detail: List<RawFaceItem<'a>>,
 }
 
 /// One `item-code` pair.
@@ -62,10 +65,10 @@ impl Default for RawRecord<'_> {
         RawRecord {
             text: std::array::from_fn(|_| None),
             failed: 0,
-            conditions: Vec::new(),
-            institutions: Vec::new(),
-            copayment: Vec::new(),
-            detail: Vec::new(),
+            conditions: List::new(),
+            institutions: List::new(),
+            copayment: List::new(),
+            detail: List::new(),
         }
     }
 }

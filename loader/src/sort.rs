@@ -13,9 +13,11 @@
 //! front) and keeps a small fixed-size entry per certificate, so a push allocates nothing.
 //! A spill sorts the entries and writes the records in that order. What is buffered when
 //! the input ends is sorted and merged from memory along with the files (a load that fits
-//! the budget writes no run at all). The merge frames each
-//! holder's archives into a holders value as they are, after checking each against its
-//! digest: a certificate is serialised once in a whole load.
+//! the budget writes no run at all). The merge frames each holder's archives into a
+//! holders value as they are, after checking each against its digest: a certificate is
+//! serialised once in a whole load. Certificates of one holder keep the order of their
+//! worker's input: within a run, entries tie-break on their place in the buffer, and
+//! across runs on the run's place, a worker's memory run coming after its files.
 //!
 //! Holder runs are cut into key ranges as they are written: the run remembers where the
 //! records whose store key starts with each byte value begin. The store key is a hash, so
@@ -430,6 +432,7 @@ impl HolderHead {
         Ok(true)
     }
 
+    /// [`HolderHead::read_from`] a run file.
     fn read(&mut self, r: &mut RunReader) -> Result<bool, LoadError> {
         let mut head = [0u8; HOLDER_HEAD];
         if !r.exact(&mut head)? {
@@ -473,6 +476,7 @@ impl SourceHead {
         Ok(true)
     }
 
+    /// [`SourceHead::read_from`] a run file.
     fn read(&mut self, r: &mut RunReader) -> Result<bool, LoadError> {
         let mut len = [0u8; 4];
         if !r.exact(&mut len)? {
