@@ -143,6 +143,42 @@ fn utf8_csv_with_english_header() {
 }
 
 #[test]
+fn lists_longer_than_a_record_holds_inline_keep_every_item_in_order() {
+    // A record holds two items of each list (and four values of each copay column) inline;
+    // longer lists move to the heap, and must lose and reorder nothing.
+    let header = format!(
+        "{MINIMAL_HEADER},additionalConditions,designatedMedicalInstitutions,copayment.category,\
+         copayment.burdenDefinition,copayment.amountPerVisit,certificationDetail"
+    );
+    let row = format!(
+        "{},A01-1;B02-2;C03-3,1311234569:一;1312345679:二;1311234569:三,\
+         外来;入院;外来;入院;外来;入院,定額;定額;定額;定額;定額;定額,100;200;300;400;500;600,\
+         a=1;b=2;c=3;d=4;e=5",
+        minimal_row("123456789018")
+    );
+    let rows = good_rows(Format::Csv, format!("{header}\n{row}\n").as_bytes(), &ParseOptions::default());
+    let c = &rows[0].certificate;
+    let conditions: Vec<_> = c.additional_conditions.iter().map(|a| (a.item.as_str(), a.code.as_str())).collect();
+    assert_eq!(conditions, [("A01", "1"), ("B02", "2"), ("C03", "3")]);
+    let names: Vec<_> = c.designated_medical_institutions.iter().map(|i| i.name.as_deref()).collect();
+    assert_eq!(names, [Some("一"), Some("二"), Some("三")]);
+    let amounts: Vec<_> = c.copayment.iter().map(|r| (r.category.as_str(), r.amount_per_visit)).collect();
+    assert_eq!(
+        amounts,
+        [
+            ("外来", Some(100)),
+            ("入院", Some(200)),
+            ("外来", Some(300)),
+            ("入院", Some(400)),
+            ("外来", Some(500)),
+            ("入院", Some(600))
+        ]
+    );
+    let detail: Vec<_> = c.certification_detail.iter().map(|d| (d.name.as_str(), d.value.as_str())).collect();
+    assert_eq!(detail, [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5")]);
+}
+
+#[test]
 fn json_sample_equals_the_csv_sample() {
     let json = good_rows(Format::Json, &read_data("sample.json"), &ParseOptions::default());
     assert_eq!(certificates(&json), certificates(&utf8_sample()));
