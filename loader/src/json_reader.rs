@@ -23,7 +23,7 @@ use crate::csv_reader::strip_bom;
 use crate::error::{FIELD_FILE, FIELD_RECORD, ParseError, RowError, RowErrors};
 use crate::field::{ALL_FIELDS, COPAY_FIELDS, Field};
 use crate::options::{Encoding, ParseOptions, ParseSummary};
-use crate::raw::{RawCondition, RawCopay, RawFaceItem, RawInstitution, RawRecord, Text, clean_owned};
+use crate::raw::{RawCondition, RawCopay, RawFaceItem, RawInstitution, RawRecord, Text, clean_string};
 use crate::row::ParsedRow;
 use crate::validate::validate;
 
@@ -230,7 +230,7 @@ fn is_list(f: Field) -> bool {
 
 fn scalar(f: Field, v: Value, raw: &mut RawRecord<'_>, errs: &mut RowErrors<'_>) {
     match scalar_text(v) {
-        Ok(Some(s)) => raw.set(f, clean_owned(&s)),
+        Ok(Some(s)) => raw.set(f, clean_string(s)),
         Ok(None) => {}
         Err(k) => {
             errs.push(f, "type", format!("must be a string, number or boolean, not {k}"), "");
@@ -400,7 +400,7 @@ fn sub(
 ) -> Result<Text<'static>, ()> {
     match obj.remove(key).map(scalar_text) {
         None => Ok(None),
-        Some(Ok(v)) => Ok(v.as_deref().and_then(clean_owned)),
+        Some(Ok(v)) => Ok(v.and_then(clean_string)),
         Some(Err(k)) => {
             errs.push(f, "type", format!("{p}{key} must be a string or number, not {k}"), "");
             Err(())

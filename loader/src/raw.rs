@@ -120,9 +120,14 @@ pub(crate) fn clean_in(s: &str, may_hold_cr: bool) -> Text<'_> {
     }
 }
 
-/// [`clean`], owning the value (for text that does not outlive the call).
-pub(crate) fn clean_owned(s: &str) -> Text<'static> {
-    owned(clean(s))
+/// [`clean`] of a value the caller owns: the string itself when cleaning changes nothing
+/// (most values), so it is not copied again.
+pub(crate) fn clean_string(s: String) -> Text<'static> {
+    match clean(&s) {
+        Some(Cow::Borrowed(t)) if t.len() == s.len() => {}
+        other => return owned(other),
+    }
+    Some(Cow::Owned(s))
 }
 
 /// A value that owns its text (so it lives as long as `'b`, whatever that is).
@@ -140,6 +145,9 @@ mod tests {
         assert_eq!(clean(" \t "), None);
         assert_eq!(clean("\u{3000}x\u{3000}").as_deref(), Some("x"));
         assert!(matches!(clean("x y"), Some(Cow::Borrowed("x y"))), "nothing to change: borrowed");
+        assert_eq!(clean_string("x y".to_owned()).as_deref(), Some("x y"));
+        assert_eq!(clean_string(" a\r\nb ".to_owned()).as_deref(), Some("a\nb"));
+        assert_eq!(clean_string("\u{3000}".to_owned()), None);
         let mut r = RawRecord::default();
         r.set(Field::Name, clean(" x "));
         assert_eq!(r.take(Field::Name).as_deref(), Some("x"));
