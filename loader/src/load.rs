@@ -2,11 +2,12 @@
 //!
 //! ## Full load (全件): a new complete snapshot
 //! ```text
-//!  CSV ─▶ cut into chunks of whole records (this thread) ─▶ N workers: split fields, validate, derive PMH-ID and
-//!  store key, serialize, digest ─▶ sorted runs on disk (O_DIRECT, cut by key range), the
-//!  last one of each worker kept in memory ─▶ merge tasks on N threads: source.sst (duplicates found here), holders-NNN.sst per key
-//!  range; each file read back into the page cache ─▶ Store::install_snapshot (ingest into
-//!  the inactive pair, switch generation)
+//!  CSV ─▶ cut into chunks of whole records (this thread)
+//!  ─▶ N workers: split fields, validate, derive PMH-ID and store key, serialize, digest
+//!  ─▶ sorted runs on disk (O_DIRECT, cut by key range); each worker's last one in memory
+//!  ─▶ merge tasks on N threads: source.sst (duplicates found here), holders-NNN.sst per
+//!     key range; each file read back into the page cache
+//!  ─▶ Store::install_snapshot (ingest into the inactive pair, switch generation)
 //! ```
 //! (JSON is parsed and validated on this thread and handed to the workers as rows.) The
 //! sort buffers and the merge are in `sort.rs`.
