@@ -20,7 +20,8 @@
 //!
 //! Data flow: [`run`] checks the [`Config`], resolves the host once, opens every
 //! connection (failing fast if the server is unreachable), runs the set-up, then the
-//! ceiling phase and the lookup phase on the same connections, and returns a [`Report`].
+//! ceiling phase and the lookup phase on the same connections (`--rounds` times, in ABBA
+//! order), and returns a [`Report`].
 //!
 //! # Why the client is built this way
 //!
@@ -71,6 +72,14 @@
 //! compare. In open loop both phases answer the offered rate while the server keeps up,
 //! so the ratio is about 1 and the latency percentiles are what to compare.
 //!
+//! On a shared or virtual machine the speed of the machine itself drifts by 10 % and more
+//! within minutes, and a ceiling measured in one minute against lookups measured in the
+//! next picks that drift up as if it were the lookups' cost. `--rounds N` alternates the
+//! two sides N times, ceiling first in even rounds and lookups first in odd ones (ABBA),
+//! each phase with its own warm-up and `--duration`; the phases of a side are added up
+//! (requests, latency histograms, seconds), the ratio is taken over the sums, and each
+//! round's own ratio is listed too, so the spread shows.
+//!
 //! # Counting
 //!
 //! Timed `requests` = `ok + expected_refusals + answered_unconsented + errors.total`.
@@ -88,7 +97,7 @@
 //!
 //! ```text
 //! settings: url, client ("raw"|"hyper"), threads, connections, mode ("closed"|"open"),
-//!           rate (null|req/s), duration_secs, warmup_secs, max_requests (null|n),
+//!           rate (null|req/s), duration_secs, rounds, warmup_secs, max_requests (null|n),
 //!           timeout_secs, persons, seed, people, consent_share_pct, unknown_share_pct,
 //!           batch_share_pct, batch_size, institution, date, max_error_share_pct
 //! setup:    null | {people, consented, unknown, resolved, consents_granted, requests, secs}
@@ -100,7 +109,9 @@
 //!           latency_us: {count, mean, p50, p90, p99, p999, max},
 //!           open_loop: null | {rate, unsent, lag_max_us, lag_mean_us,
 //!                              client_lateness_us: {count, mean, p50, p90, p99, p999, max}}}
-//! ratio:    null | lookup.rps / ceiling.rps
+//! ratio:    null | lookup.rps / ceiling.rps (over all rounds)
+//! rounds:   [] with one round, else [{round, ceiling_rps (null|req/s),
+//!           lookup_rps (null|req/s), ratio (null|x)}]
 //! passed:   true when no phase's errors.share_pct exceeds max_error_share_pct
 //! ```
 
@@ -120,7 +131,7 @@ use std::time::Duration;
 use pmh_engine::{Date, InstitutionCode};
 
 pub use conn::ClientKind;
-pub use report::{PhaseReport, Report, Settings};
+pub use report::{PhaseReport, Report, RoundReport, Settings};
 pub use target::{Target, UrlError};
 
 use conn::{Client, Headers, Prepared};
@@ -137,6 +148,8 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const MAX_THREADS: usize = 64;
 /// Most people per batch call.
 pub const MAX_BATCH_SIZE: usize = 1000;
+/// Most `--rounds`.
+pub const MAX_ROUNDS: usize = 100;
 
 /// Closed or open loop.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -186,8 +199,12 @@ pub struct Config {
     pub connections: usize,
     /// Closed loop (default) or open loop at a rate.
     pub mode: Mode,
-    /// Timed part of each phase (default 10 s).
+    /// Timed part of each phase (default 10 s); with `rounds` > 1, of each round's part.
     pub duration: Duration,
+    /// Times the ceiling and the lookups alternate (default 1), in ABBA order: the ratio
+    /// is then taken over all rounds, so drift of the machine's speed during a run falls
+    /// on both sides alike.
+    pub rounds: usize,
     /// Unrecorded warm-up before each phase (default 2 s).
     pub warmup: Duration,
     /// Stop a phase's timed part after this many requests.
@@ -229,6 +246,7 @@ impl Config {
             connections: 16,
             mode: Mode::Closed,
             duration: Duration::from_secs(10),
+            rounds: 1,
             warmup: Duration::from_secs(2),
             max_requests: None,
             timeout: Duration::from_secs(10),
@@ -258,6 +276,9 @@ impl Config {
         }
         if self.duration.is_zero() || self.duration > MAX_DURATION {
             return bad("--duration must be more than 0 and at most 1h".into());
+        }
+        if !(1..=MAX_ROUNDS).contains(&self.rounds) {
+            return bad(format!("--rounds must be 1..={MAX_ROUNDS}"));
         }
         if self.warmup > MAX_WARMUP {
             return bad("--warmup must be at most 10m".into());
@@ -327,6 +348,7 @@ impl Config {
                 Mode::Open { rate } => Some(rate),
             },
             duration_secs: self.duration.as_secs_f64(),
+            rounds: self.rounds,
             warmup_secs: self.warmup.as_secs_f64(),
             max_requests: self.max_requests,
             timeout_secs: self.timeout.as_secs_f64(),
@@ -413,32 +435,77 @@ async fn run_on(config: &Config, target: Target) -> Result<Report, HttpError> {
         Mode::Closed => None,
         Mode::Open { rate } => Some(rate),
     };
-    let plan = |traffic: Arc<Traffic>| PhasePlan {
-        traffic,
-        mode: config.mode,
-        warmup: config.warmup,
-        duration: config.duration,
-        max_requests: config.max_requests,
-        seed: config.seed,
+    let ceiling_traffic = match config.phases {
+        Phases::LookupOnly => None,
+        _ => {
+            Some(Arc::new(Traffic::Ping(Prepared::get(&headers, target.path("/v1/ping")).map_err(HttpError::Config)?)))
+        }
     };
-    let mut ceiling = None;
-    if config.phases != Phases::LookupOnly {
-        let ping = Prepared::get(&headers, target.path("/v1/ping")).map_err(HttpError::Config)?;
-        let (c, r) = phase::run(clients, plan(Arc::new(Traffic::Ping(ping)))).await;
-        clients = c;
-        ceiling = Some(PhaseReport::new("ceiling", &r.tally, r.secs, r.cpu_secs, rate, config.connections));
+    // Round r runs ceiling then lookups when r is even, lookups then ceiling when it is
+    // odd (ABBA): a steady drift of the machine's speed then falls on both sides alike.
+    let mut sums = [PhaseSum::default(), PhaseSum::default()];
+    let mut rounds = Vec::new();
+    for round in 0..config.rounds {
+        let mut rps = [None, None];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let Some(traffic) = [&ceiling_traffic, &lookup_traffic][side] else { continue };
+            let plan = PhasePlan {
+                traffic: Arc::clone(traffic),
+                mode: config.mode,
+                warmup: config.warmup,
+                duration: config.duration,
+                max_requests: config.max_requests,
+                // Other request choices in each round (round 0 keeps the seed's own).
+                seed: config.seed.wrapping_add(round as u64),
+            };
+            let (c, r) = phase::run(clients, plan).await;
+            clients = c;
+            rps[side] = Some(r.tally.responses() as f64 / r.secs);
+            sums[side].add(&r);
+        }
+        rounds.push(RoundReport::new(round, rps[0], rps[1]));
     }
-    let mut lookup = None;
-    if let Some(traffic) = lookup_traffic {
-        let (_, r) = phase::run(clients, plan(traffic)).await;
-        lookup = Some(PhaseReport::new("lookup", &r.tally, r.secs, r.cpu_secs, rate, config.connections));
-    }
+    let [ceiling_sum, lookup_sum] = sums;
+    let report = |name, sum: PhaseSum, ran: bool| {
+        ran.then(|| PhaseReport::new(name, &sum.tally, sum.secs, sum.cpu_secs, rate, config.connections))
+    };
+    let ceiling = report("ceiling", ceiling_sum, ceiling_traffic.is_some());
+    let lookup = report("lookup", lookup_sum, lookup_traffic.is_some());
     let ratio = match (&ceiling, &lookup) {
         (Some(c), Some(l)) if c.rps > 0.0 => Some(l.rps / c.rps),
         _ => None,
     };
+    // One round's figures are the whole run's; list rounds only when there are several.
+    if config.rounds == 1 {
+        rounds.clear();
+    }
     let passed = [&ceiling, &lookup].into_iter().flatten().all(|p| p.errors.share_pct <= config.max_error_share);
-    Ok(Report { settings: config.settings(&target), setup, ceiling, lookup, ratio, passed })
+    Ok(Report { settings: config.settings(&target), setup, ceiling, lookup, ratio, rounds, passed })
+}
+
+/// One side's phases added up over the rounds.
+#[derive(Default)]
+struct PhaseSum {
+    tally: stats::Tally,
+    /// Timed seconds of all its phases.
+    secs: f64,
+    /// Client CPU of all its phases (`None` when any phase could not tell).
+    cpu_secs: Option<f64>,
+    phases: usize,
+}
+
+impl PhaseSum {
+    fn add(&mut self, r: &phase::PhaseResult) {
+        self.tally.merge(&r.tally);
+        self.secs += r.secs;
+        self.cpu_secs = match (self.phases, self.cpu_secs, r.cpu_secs) {
+            (0, _, c) => c,
+            (_, Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        self.phases += 1;
+    }
 }
 
 /// Parses a duration such as `30s`, `500ms`, `2m`, `1h` or `1.5s` (a bare number is

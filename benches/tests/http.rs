@@ -55,6 +55,18 @@ struct Fake {
     consents: Arc<Mutex<HashSet<(String, String)>>>,
     /// Added to every ping and single lookup.
     delay: Duration,
+    /// Which side the requests came from, in order, one letter per change of side:
+    /// `c` for pings, `l` for lookups.
+    sides: Arc<Mutex<String>>,
+}
+
+impl Fake {
+    fn side(&self, s: char) {
+        let mut sides = self.sides.lock().unwrap();
+        if !sides.ends_with(s) {
+            sides.push(s);
+        }
+    }
 }
 
 /// The 401 answer for a request without the gateway token, if it has not.
@@ -110,6 +122,7 @@ async fn eligibility(
         return r;
     }
     f.counts.lookups.fetch_add(1, Ordering::SeqCst);
+    f.side('l');
     if !f.delay.is_zero() {
         tokio::time::sleep(f.delay).await;
     }
@@ -128,6 +141,7 @@ async fn batch(State(f): State<Fake>, h: HeaderMap, Json(body): Json<Value>) -> 
         return r;
     }
     f.counts.batches.fetch_add(1, Ordering::SeqCst);
+    f.side('l');
     let inst = body["institutionCode"].as_str().unwrap_or_default().to_string();
     let consents = f.consents.lock().unwrap().clone();
     let results: Vec<Value> = body["pmhIds"]
@@ -148,6 +162,7 @@ async fn ping(State(f): State<Fake>, h: HeaderMap) -> Response {
         return r;
     }
     f.counts.pings.fetch_add(1, Ordering::SeqCst);
+    f.side('c');
     if !f.delay.is_zero() {
         tokio::time::sleep(f.delay).await;
     }
@@ -301,6 +316,52 @@ fn closed_and_open_loop_counts_add_up_on_the_given_server_only() {
 }
 
 #[test]
+fn rounds_alternate_in_abba_order_and_add_up() {
+    let fake = Fake::default();
+    let server = Server::fake("", fake.clone());
+    let cfg = Config {
+        rounds: 3,
+        duration: Duration::from_millis(300),
+        warmup: Duration::from_millis(50),
+        ..config(&server.url(""))
+    };
+    let r = http::run(&cfg).unwrap();
+    // Ceiling, lookups | lookups, ceiling | ceiling, lookups: four runs of one side
+    // (rounds repeated in one order, ABAB, would make six).
+    assert_eq!(*fake.sides.lock().unwrap(), "clcl");
+    let (ceiling, lookup) = (r.ceiling.as_ref().unwrap(), r.lookup.as_ref().unwrap());
+    // Each side's phases are added up: what the server saw is every round's warm-up and
+    // timed requests, over about three phases' time.
+    assert_phase_adds_up(ceiling, Counts::get(&fake.counts.pings));
+    assert_phase_adds_up(lookup, lookups(&fake.counts));
+    assert!(ceiling.secs > 0.8 && ceiling.secs < 1.5, "{}", ceiling.secs);
+    assert!(lookup.secs > 0.8 && lookup.secs < 1.5, "{}", lookup.secs);
+    assert!((ceiling.rps - ceiling.responses as f64 / ceiling.secs).abs() < 1e-6);
+    // Every round's own figures, and the run's ratio over the sums.
+    assert_eq!(r.rounds.iter().map(|x| x.round).collect::<Vec<_>>(), [0, 1, 2]);
+    for x in &r.rounds {
+        let (c, l) = (x.ceiling_rps.unwrap(), x.lookup_rps.unwrap());
+        assert!(c > 0.0 && l > 0.0, "{x:?}");
+        assert!((x.ratio.unwrap() - l / c).abs() < 1e-9, "{x:?}");
+    }
+    assert!((r.ratio.unwrap() - lookup.rps / ceiling.rps).abs() < 1e-9);
+    let text = r.to_text();
+    assert!(text.contains("3 rounds (ABBA order)") && text.contains("round ") && text.contains("ratio"), "{text}");
+    let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["settings"]["rounds"], 3);
+    assert_eq!(v["rounds"].as_array().unwrap().len(), 3);
+    assert!(v["rounds"][1]["ratio"].as_f64().is_some());
+
+    // Lookups only: the rounds list them alone, with no ratio.
+    let r = http::run(&Config { phases: Phases::LookupOnly, rounds: 2, ..cfg.clone() }).unwrap();
+    assert!(r.ceiling.is_none() && r.ratio.is_none());
+    assert!(r.rounds.iter().all(|x| x.ceiling_rps.is_none() && x.lookup_rps.is_some() && x.ratio.is_none()));
+    // And the number of rounds is checked.
+    let err = http::run(&Config { rounds: 0, ..cfg }).unwrap_err().to_string();
+    assert!(err.contains("--rounds"), "{err}");
+}
+
+#[test]
 fn open_loop_latency_counts_from_the_due_time() {
     // Every ping takes 20 ms: one connection serves 50/s. Offered 100/s, it falls behind,
     // and requests wait longer and longer for their turn.
@@ -371,7 +432,8 @@ fn report_text_and_json_carry_the_documented_fields() {
         k.sort();
         k
     };
-    assert_eq!(keys(&v), ["ceiling", "lookup", "passed", "ratio", "settings", "setup"]);
+    assert_eq!(keys(&v), ["ceiling", "lookup", "passed", "ratio", "rounds", "settings", "setup"]);
+    assert_eq!(v["rounds"], json!([]), "one round: the run's figures are the round's");
     let mut want = vec![
         "url",
         "client",
@@ -380,6 +442,7 @@ fn report_text_and_json_carry_the_documented_fields() {
         "mode",
         "rate",
         "duration_secs",
+        "rounds",
         "warmup_secs",
         "max_requests",
         "timeout_secs",

@@ -152,6 +152,10 @@ struct HttpArgs {
     /// Unrecorded warm-up before each phase.
     #[arg(long, default_value = "2s", value_parser = http::parse_duration)]
     warmup: Duration,
+    /// Alternate the ceiling and the lookups this many times (ABBA order); the ratio is
+    /// taken over all rounds, each round's is listed.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Keep-alive connections.
     #[arg(long, default_value_t = 16)]
     connections: usize,
@@ -273,6 +277,7 @@ fn http_config(a: HttpArgs) -> Result<http::Config, String> {
             None => http::Mode::Closed,
         },
         duration: a.duration,
+        rounds: a.rounds,
         warmup: a.warmup,
         max_requests: a.max_requests,
         timeout: a.timeout,

@@ -21,8 +21,10 @@ pub struct Report {
     pub ceiling: Option<PhaseReport>,
     /// The lookup mix (absent with `--only-ceiling`).
     pub lookup: Option<PhaseReport>,
-    /// `lookup.rps / ceiling.rps` when both ran.
+    /// `lookup.rps / ceiling.rps` when both ran (over all rounds).
     pub ratio: Option<f64>,
+    /// Each round's own figures, when `--rounds` is more than 1 (else empty).
+    pub rounds: Vec<RoundReport>,
     /// No phase's error share exceeded `max_error_share_pct`.
     pub passed: bool,
 }
@@ -42,8 +44,10 @@ pub struct Settings {
     pub mode: &'static str,
     /// Open loop: offered requests/s in total.
     pub rate: Option<f64>,
-    /// Timed part of each phase.
+    /// Timed part of each phase (of each round's, with several rounds).
     pub duration_secs: f64,
+    /// Alternations of the ceiling and the lookups (ABBA order).
+    pub rounds: usize,
     /// Warm-up before each phase.
     pub warmup_secs: f64,
     /// Cap on timed requests per phase.
@@ -70,6 +74,29 @@ pub struct Settings {
     pub date: String,
     /// Error share above which the run fails, %.
     pub max_error_share_pct: f64,
+}
+
+/// One round of a run with `--rounds`: each side's throughput in that round.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RoundReport {
+    /// 0-based; even rounds ran the ceiling first, odd rounds the lookups first.
+    pub round: usize,
+    /// Ceiling req/s in this round (`None` with `--no-ceiling`).
+    pub ceiling_rps: Option<f64>,
+    /// Lookup req/s in this round (`None` with `--only-ceiling`).
+    pub lookup_rps: Option<f64>,
+    /// `lookup_rps / ceiling_rps` when both ran.
+    pub ratio: Option<f64>,
+}
+
+impl RoundReport {
+    pub(crate) fn new(round: usize, ceiling_rps: Option<f64>, lookup_rps: Option<f64>) -> RoundReport {
+        let ratio = match (ceiling_rps, lookup_rps) {
+            (Some(c), Some(l)) if c > 0.0 => Some(l / c),
+            _ => None,
+        };
+        RoundReport { round, ceiling_rps, lookup_rps, ratio }
+    }
 }
 
 /// One phase's figures.
@@ -206,7 +233,7 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "pmh-bench http {}: {} client, {} thread(s), {} connection(s), {mode}, {} s per phase (+{} s warm-up){}",
+            "pmh-bench http {}: {} client, {} thread(s), {} connection(s), {mode}, {} s per phase (+{} s warm-up){}{}",
             s.url,
             match s.client {
                 ClientKind::Raw => "raw",
@@ -217,6 +244,7 @@ impl Report {
             s.duration_secs,
             s.warmup_secs,
             s.max_requests.map(|m| format!(", at most {m} requests")).unwrap_or_default(),
+            if s.rounds > 1 { format!(", {} rounds (ABBA order)", s.rounds) } else { String::new() },
         );
         if let Some(setup) = &self.setup {
             let _ = writeln!(
@@ -254,6 +282,20 @@ impl Report {
         }
         if let Some(r) = self.ratio {
             let _ = writeln!(out, "ratio lookup/ceiling (throughput): {r:.3}");
+        }
+        if !self.rounds.is_empty() {
+            let _ = writeln!(out, "\n{:<6} {:>11} {:>11} {:>7}", "round", "ceiling/s", "lookup/s", "ratio");
+            let cell = |v: Option<f64>, prec: usize| v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"));
+            for r in &self.rounds {
+                let _ = writeln!(
+                    out,
+                    "{:<6} {:>11} {:>11} {:>7}",
+                    r.round,
+                    cell(r.ceiling_rps, 1),
+                    cell(r.lookup_rps, 1),
+                    cell(r.ratio, 3)
+                );
+            }
         }
         for p in [&self.ceiling, &self.lookup].into_iter().flatten() {
             let e = &p.errors;
