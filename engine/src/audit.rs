@@ -276,6 +276,10 @@ struct Queue {
     taken: u64,
     /// Batches the writer has finished writing.
     done: u64,
+    /// The batch a flusher waits for: the writer takes it even if nothing is queued.
+    wanted: u64,
+    /// The writer sleeps with nothing queued, without a timeout: the next entry wakes it.
+    idle: bool,
     stop: bool,
 }
 
@@ -284,8 +288,10 @@ struct Queue {
 /// Why a mutex-guarded vector drained on a timer, not a channel: a channel wakes its
 /// blocked receiver on every send, and that futex wake-up cost a lookup more than the
 /// RocksDB read. Here a lookup only pushes under an uncontended lock; the writer wakes
-/// every [`DRAIN_INTERVAL`] (or early when the queue is half full) and writes whatever
-/// accumulated as one batch.
+/// [`DRAIN_INTERVAL`] after the first entry of a batch (or early when the queue is half
+/// full) and writes whatever accumulated as one batch. With nothing queued it sleeps
+/// until an entry arrives, so an idle server (or `pmh-load`, which logs nothing) does not
+/// wake it 500 times a second; only the entry that ends such a sleep pays for a wake-up.
 pub(crate) struct AccessLogWriter {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -320,7 +326,11 @@ impl AccessLogWriter {
             self.shared.written.wait(&mut q);
         }
         q.entries.push(entry);
-        if q.entries.len() == self.shared.capacity / 2 {
+        if q.idle {
+            // The first entry after a quiet spell starts the writer's clock.
+            q.idle = false;
+            self.shared.wake.notify_one();
+        } else if q.entries.len() == self.shared.capacity / 2 {
             self.shared.wake.notify_one();
         }
     }
@@ -330,6 +340,7 @@ impl AccessLogWriter {
         let mut q = self.shared.queue.lock();
         // Everything queued now goes out with the next batch taken.
         let target = q.taken + 1;
+        q.wanted = q.wanted.max(target);
         self.shared.wake.notify_one();
         while q.done < target && !(q.stop && q.entries.is_empty()) {
             self.shared.written.wait(&mut q);
@@ -368,8 +379,18 @@ fn run(db: Arc<DB>, shared: Arc<Shared>, failures: Arc<AtomicU64>) {
     loop {
         let (mut batch_entries, stop) = {
             let mut q = shared.queue.lock();
-            if q.entries.is_empty() && !q.stop {
-                shared.wake.wait_for(&mut q, DRAIN_INTERVAL);
+            if q.entries.is_empty() && !q.stop && q.wanted <= q.taken {
+                // Nothing to write and nobody waiting: sleep until an entry arrives...
+                while q.entries.is_empty() && !q.stop && q.wanted <= q.taken {
+                    q.idle = true;
+                    shared.wake.wait(&mut q);
+                }
+                q.idle = false;
+                // ...then give the batch DRAIN_INTERVAL to fill (a flush, a stop or a
+                // half-full queue end the wait early).
+                if !q.stop && q.wanted <= q.taken {
+                    shared.wake.wait_for(&mut q, DRAIN_INTERVAL);
+                }
             }
             q.taken += 1;
             let stop = q.stop;
@@ -416,4 +437,87 @@ fn run(db: Arc<DB>, shared: Arc<Shared>, failures: Arc<AtomicU64>) {
 pub(crate) fn decode_entry(v: &[u8]) -> Option<AccessEntry> {
     let a = rkyv::access::<ArchivedAccessEntry, rkyv::rancor::Error>(v).ok()?;
     rkyv::deserialize::<AccessEntry, rkyv::rancor::Error>(a).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(dir: &std::path::Path) -> (Arc<DB>, AccessLogWriter) {
+        let mut o = rocksdb::Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        let db = Arc::new(DB::open_cf(&o, dir, [ACCESS_LOG]).unwrap());
+        let w = AccessLogWriter::start(db.clone(), 8, Arc::new(Clients::default())).unwrap();
+        (db, w)
+    }
+
+    fn taken(w: &AccessLogWriter) -> u64 {
+        w.shared.queue.lock().taken
+    }
+
+    fn stored(db: &DB) -> usize {
+        db.iterator_cf(db.cf_handle(ACCESS_LOG).unwrap(), rocksdb::IteratorMode::Start).count()
+    }
+
+    fn entry(n: u8) -> PendingAccess {
+        PendingAccess::new(
+            1_700_000_000_000_000 + i64::from(n),
+            [n; 16],
+            1_310_000_018,
+            ClientId(0),
+            20_000,
+            AccessOutcome::Answered,
+        )
+    }
+
+    /// Runs `f` on another thread and fails the test instead of hanging if it does not end.
+    fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("{what} did not return"))
+    }
+
+    #[test]
+    fn an_idle_writer_sleeps_until_an_entry_or_a_flush_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, w) = writer(dir.path());
+        let w = Arc::new(w);
+        // Nothing queued: the writer does not wake every DRAIN_INTERVAL (50 times here).
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(taken(&w), 0, "an idle writer took batches");
+
+        // A flush with nothing queued still returns: the writer takes an empty batch.
+        let w2 = w.clone();
+        within("flush of an empty log", move || w2.flush());
+        assert_eq!(taken(&w), 1);
+
+        // One entry wakes it, and is written within DRAIN_INTERVAL without any flush.
+        w.record(entry(1));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while stored(&db) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the entry was never written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Then it sleeps again.
+        std::thread::sleep(Duration::from_millis(20));
+        let after = taken(&w);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(taken(&w), after, "the writer went on waking with nothing queued");
+
+        // More than the queue holds: lookups wait for room, nothing is dropped.
+        let w2 = w.clone();
+        within("recording past the capacity", move || {
+            for n in 2..=40 {
+                w2.record(entry(n));
+            }
+            w2.flush();
+        });
+        assert_eq!(stored(&db), 40);
+        // Dropping the writer drains and joins it.
+        let w = Arc::into_inner(w).expect("no other owner");
+        within("drop", move || drop(w));
+    }
 }
