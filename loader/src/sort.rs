@@ -414,7 +414,12 @@ struct HolderHead {
     key: [u8; 16],
     pmh: [u8; 16],
     digest: u64,
+    /// The archive of a record read from a file.
     archive: Vec<u8>,
+    /// Where the archive of a record of a run in memory sits in the run's buffer: it is
+    /// framed from there, not copied out first (a copy of every archive was 6 % of a
+    /// 200k-row load's CPU).
+    in_memory: Option<(usize, usize)>,
 }
 
 impl HolderHead {
@@ -427,9 +432,16 @@ impl HolderHead {
         };
         let e = &run.holders[i];
         (self.key, self.pmh, self.digest) = (e.key.to_be_bytes(), e.pmh.to_be_bytes(), e.digest);
-        self.archive.clear();
-        self.archive.extend_from_slice(&run.archives[e.at..e.at + e.len as usize]);
+        self.in_memory = Some((e.at, e.len as usize));
         Ok(true)
+    }
+
+    /// The head's archive; `input` is the run it was read from.
+    fn archive<'r>(&'r self, input: &'r Input<'_>) -> &'r [u8] {
+        match (self.in_memory, input) {
+            (Some((at, len)), Input::Memory { run, .. }) => &run.archives[at..at + len],
+            _ => &self.archive,
+        }
     }
 
     /// [`HolderHead::read_from`] a run file.
@@ -442,6 +454,7 @@ impl HolderHead {
         self.pmh.copy_from_slice(&head[16..32]);
         self.digest = u64::from_le_bytes(head[32..40].try_into().unwrap_or_default());
         let len = u32::from_le_bytes(head[40..].try_into().unwrap_or_default()) as usize;
+        self.in_memory = None;
         r.body(len, &mut self.archive)?;
         Ok(true)
     }
@@ -621,7 +634,7 @@ pub(crate) fn merge_holders(
             }
         }
         if let Some((_, _, enc)) = &mut current {
-            enc.certificate(&mut value, &rec.archive, rec.digest)
+            enc.certificate(&mut value, rec.archive(&readers[i]), rec.digest)
                 .map_err(|e| io_err(readers[i].path(), format!("sort run record: {e}")))?;
         }
         let more = heads[i].read_from(&mut readers[i])?;
