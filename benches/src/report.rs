@@ -159,9 +159,13 @@ pub fn markdown(dir: &Path, plot_name: &str) -> String {
             let (c, l) = (v["ceiling"]["rps"].as_f64().unwrap_or(0.0), v["lookup"]["rps"].as_f64().unwrap_or(0.0));
             peak = Some(l);
             let ratio = if c > 0.0 { l / c } else { 0.0 };
+            let rounds = match v["settings"]["rounds"].as_u64() {
+                Some(n) if n > 1 => format!(", {n} alternating rounds"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 o,
-                "| HTTP lookups, closed loop ({} connections) | {l:.0} req/s | `GET /v1/ping` {c:.0} req/s | {ratio:.2} | ≥ 0.7 | {} |",
+                "| HTTP lookups, closed loop ({} connections{rounds}) | {l:.0} req/s | `GET /v1/ping` {c:.0} req/s | {ratio:.2} | ≥ 0.7 | {} |",
                 v["settings"]["connections"],
                 verdict(ratio >= 0.7)
             );
@@ -380,7 +384,7 @@ mod tests {
     fn the_report_says_missed_plainly_and_plots_the_points() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("engine.txt"), "raw get_pinned   ops=1 p50= 2000 ns p99= 3000 ns throughput= 300000 ops/s\nengine lookup    ops=1 p50= 4000 ns p99= 6000 ns throughput= 200000 ops/s\nratio 0.667\n").unwrap();
-        let closed = serde_json::json!({"settings": {"connections": 16}, "ceiling": {"rps": 80000.0}, "lookup": {"rps": 60000.0}});
+        let closed = serde_json::json!({"settings": {"connections": 16, "rounds": 5}, "ceiling": {"rps": 80000.0}, "lookup": {"rps": 60000.0}});
         std::fs::write(dir.path().join("http-closed.json"), closed.to_string()).unwrap();
         for (rate, p99) in [(15000.0, 800.0), (30000.0, 2500.0)] {
             let v = serde_json::json!({"settings": {"rate": rate}, "lookup": {"latency_us": {"p50": 200, "p90": 400, "p99": p99, "p999": 9000}}});
@@ -394,6 +398,10 @@ mod tests {
         let md = markdown(dir.path(), "plot.svg");
         assert!(md.contains("| engine lookup throughput | 200000 ops/s | raw `get_pinned` 300000 ops/s | 0.67 | ≥ 0.7 | **missed** |"), "{md}");
         assert!(md.contains("| 0.75 | ≥ 0.7 | met |"), "{md}");
+        assert!(
+            md.contains("| HTTP lookups, closed loop (16 connections, 5 alternating rounds) | 60000 req/s |"),
+            "{md}"
+        );
         assert!(md.contains("(30000 req/s offered) | 2500 µs | | | ≤ 1,000 µs | **missed** |"), "{md}");
         assert!(md.contains("| 0.080 | ≥ 500,000/s and ≥ 0.3 | **missed** |"), "{md}");
         assert!(md.contains("| full load peak RSS | 700 MiB | | | < 2,048 MiB | met |"), "{md}");
