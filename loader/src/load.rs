@@ -8,6 +8,7 @@
 //!  ─▶ merge tasks on N threads: source.sst (duplicates found here), holders-NNN.sst per
 //!     key range; each file read back into the page cache
 //!  ─▶ Store::install_snapshot (ingest into the inactive pair, switch generation)
+//!  ─▶ the runs are deleted (the new snapshot already serves)
 //! ```
 //! (JSON is parsed and validated on this thread and handed to the workers as rows.) The
 //! sort buffers and the merge are in `sort.rs`.
@@ -125,7 +126,10 @@ pub struct FullSummary {
     pub holders: u64,
     /// The generation now serving.
     pub generation: u64,
-    /// Wall time.
+    /// From the start until the new snapshot served (what remained then was removing the
+    /// sort runs). Zero when nothing was installed (`prepare`).
+    pub live_after: Duration,
+    /// Wall time, the removal of the sort runs included.
     pub elapsed: Duration,
 }
 
@@ -405,6 +409,12 @@ pub fn full(
     progress.stage("install");
     // The merge left the files in the page cache.
     summary.generation = install_files(store, &merged.holder_files, &merged.source_files, false)?;
+    summary.live_after = start.elapsed();
+    // The sort runs are removed only now: on a file system mounted with `discard`, freeing
+    // their blocks can wait for the disk (4-5 s for the 5 GB of a 10 M load in one
+    // measurement, under 0.1 s in another), and the new snapshot need not wait for that.
+    progress.stage("remove sort runs");
+    drop(merged);
     summary.elapsed = start.elapsed();
     Ok(summary)
 }
@@ -531,7 +541,8 @@ fn prepare_with(
     }
     let runs_dir = dir.join("runs");
     std::fs::create_dir_all(&runs_dir).map_err(|e| io_err(&runs_dir, e))?;
-    let _runs_guard = StagingGuard(runs_dir.clone());
+    // Removes the runs on any error; on success the caller's `Merged` owns it.
+    let runs_guard = StagingGuard(runs_dir.clone());
     let dir_for_runs = &runs_dir;
 
     let threads = opts.threads.max(1);
@@ -706,6 +717,7 @@ fn prepare_with(
         deleted_rows: deleted.load(Ordering::Relaxed),
         holders,
         generation: 0,
+        live_after: Duration::ZERO,
         elapsed: start.elapsed(),
     };
     let names = |v: &[PathBuf]| {
@@ -724,7 +736,7 @@ fn prepare_with(
     });
     let mp = dir.join(MANIFEST);
     std::fs::write(&mp, manifest.to_string()).map_err(|e| io_err(&mp, e))?;
-    Ok((summary, merged))
+    Ok((summary, Merged { _runs: Some(runs_guard), ..merged }))
 }
 
 /// What the merge wrote.
@@ -735,6 +747,8 @@ struct Merged {
     holder_files: Vec<PathBuf>,
     /// Source-index SST files.
     source_files: Vec<PathBuf>,
+    /// The sort runs' directory, removed when this is dropped.
+    _runs: Option<StagingGuard>,
 }
 
 /// One piece of the merge.
@@ -817,7 +831,8 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
             .find_map(|(_, r)| r.err())
             .unwrap_or_else(|| LoadError::Usage("a merge thread panicked".into())));
     }
-    let mut merged = Merged { certificates: 0, holders: 0, holder_files: Vec::new(), source_files: Vec::new() };
+    let mut merged =
+        Merged { certificates: 0, holders: 0, holder_files: Vec::new(), source_files: Vec::new(), _runs: None };
     for (t, r) in done {
         let n = r?;
         match tasks[t] {

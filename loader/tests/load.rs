@@ -148,8 +148,36 @@ fn a_small_sort_budget_spills_runs_and_loads_the_same() {
     full(&a, &["sample-utf8.csv"]).expect("loads");
     let files = vec![data("sample-utf8.csv")];
     // 1-byte budget: every certificate becomes its own run, merged back.
-    let opts = LoadOptions { threads: 3, sort_budget_bytes: 1, ..LoadOptions::default() };
-    load::full(&b, &PmhIdDeriver::new(SECRET), &files, &opts, &NoProgress).expect("loads");
+    let staging = t.path().join("staging");
+    let opts =
+        LoadOptions { threads: 3, sort_budget_bytes: 1, staging: Some(staging.clone()), ..LoadOptions::default() };
+    // When the runs' removal starts, the new snapshot already serves and the runs are
+    // still on disk: the switch does not wait for their deletion.
+    struct AtRemoval<'s> {
+        store: &'s pmh_engine::Store,
+        staging: &'s Path,
+        seen: std::sync::Mutex<Option<(u64, usize)>>,
+    }
+    impl load::Progress for AtRemoval<'_> {
+        fn stage(&self, name: &str) {
+            if name == "remove sort runs" {
+                let runs = std::fs::read_dir(self.staging)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .flat_map(|snapshot| std::fs::read_dir(snapshot.path().join("runs")).into_iter().flatten())
+                    .count();
+                *self.seen.lock().unwrap() = Some((self.store.generation(), runs));
+            }
+        }
+    }
+    let progress = AtRemoval { store: &b, staging: &staging, seen: std::sync::Mutex::new(None) };
+    let s = load::full(&b, &PmhIdDeriver::new(SECRET), &files, &opts, &progress).expect("loads");
+    let (generation, runs) = progress.seen.lock().unwrap().expect("the runs were removed after the install");
+    assert_eq!(generation, s.generation, "the new snapshot served before the runs were removed");
+    assert!(runs > 0, "the runs were still there at the switch");
+    assert!(s.live_after > std::time::Duration::ZERO && s.live_after <= s.elapsed, "{s:?}");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "nothing is left in the staging directory");
     assert_eq!(answers(&a, "sample-utf8.csv", "2026-11-21"), answers(&b, "sample-utf8.csv", "2026-11-21"));
     assert!(b.verify().expect("verify").is_ok());
 }

@@ -52,6 +52,13 @@ fn full_then_diff_twice_with_summaries() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let s = text(&out.stdout);
     assert!(s.starts_with("full load: ") && s.contains("rows/s"), "{s}");
+    // "…, generation 1 (serving after 0.1 s), 0.2 s, …": the switch is on the total's clock.
+    let after = |s: &str, pat: &str| -> f64 {
+        let at = s.find(pat).unwrap_or_else(|| panic!("no {pat:?} in {s}")) + pat.len();
+        s[at..].split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no number after {pat:?}: {s}"))
+    };
+    let (live, total) = (after(&s, "(serving after "), after(&s, " s), "));
+    assert!(live <= total, "{s}");
     let diff = data("sample-diff.csv").display().to_string();
     let first = pmh_load(&cfg, &["--quiet", "diff", &diff]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));

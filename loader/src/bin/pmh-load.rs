@@ -268,9 +268,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     let rows = display.rows.load(Ordering::Relaxed);
     match result {
-        Ok(line) => {
+        Ok(Done { line, after_switch }) => {
             let peak = peak_rss_mib().map(|m| format!(", peak RSS {m} MiB")).unwrap_or_default();
-            println!("{line}, {secs:.1} s, {:.0} rows/s{peak}", rows as f64 / secs);
+            let live = after_switch
+                .map(|t| format!(" (serving after {:.1} s)", (secs - t.as_secs_f64()).max(0.0)))
+                .unwrap_or_default();
+            println!("{line}{live}, {secs:.1} s, {:.0} rows/s{peak}", rows as f64 / secs);
             Ok(ExitCode::SUCCESS)
         }
         Err(LoadError::Rejected(errors)) => {
@@ -285,16 +288,30 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
+/// What a command did: its summary line, and for a full load how long it worked on after
+/// the new snapshot started serving (removing its sort runs), so that the line can say
+/// when the switch happened on the same clock as its total.
+struct Done {
+    line: String,
+    after_switch: Option<Duration>,
+}
+
+impl From<String> for Done {
+    fn from(line: String) -> Done {
+        Done { line, after_switch: None }
+    }
+}
+
 fn execute(
     cli: &Cli,
     config: &Config,
     files: &[PathBuf],
     opts: &LoadOptions,
     progress: &Display,
-) -> Result<String, LoadError> {
+) -> Result<Done, LoadError> {
     if let Cmd::Check { .. } = cli.cmd {
         let rows = load::check(files, opts, progress)?;
-        return Ok(format!("checked {rows} rows in {} file(s): no errors", files.len()));
+        return Ok(format!("checked {rows} rows in {} file(s): no errors", files.len()).into());
     }
     let deriver = config.deriver().map_err(|e| LoadError::Usage(e.to_string()))?;
     if let Cmd::Full { prepare: Some(dir), allow_empty, .. } = &cli.cmd {
@@ -307,7 +324,8 @@ fn execute(
             s.certificates,
             s.holders,
             s.deleted_rows
-        ));
+        )
+        .into());
     }
     let db = cli.db.clone().unwrap_or_else(|| config.db.clone());
     let store = Store::open(&db, config.offline_store_config()).map_err(|e| match e {
@@ -321,13 +339,16 @@ fn execute(
         Cmd::Full { allow_empty, .. } => {
             let opts = LoadOptions { allow_empty: *allow_empty, ..opts.clone() };
             let s = load::full(&store, &deriver, files, &opts, progress)?;
-            Ok(format!(
-                "full load: {} rows read, {} certificates of {} people installed ({} delete rows skipped), rejected 0, generation {}",
-                s.rows, s.certificates, s.holders, s.deleted_rows, s.generation
-            ))
+            Ok(Done {
+                line: format!(
+                    "full load: {} rows read, {} certificates of {} people installed ({} delete rows skipped), rejected 0, generation {}",
+                    s.rows, s.certificates, s.holders, s.deleted_rows, s.generation
+                ),
+                after_switch: Some(s.elapsed.saturating_sub(s.live_after)),
+            })
         }
         Cmd::Diff { .. } => match load::diff(&store, &deriver, files, opts, progress) {
-            Ok(done) => Ok(diff_line(&done)),
+            Ok(done) => Ok(diff_line(&done).into()),
             Err((done, e)) => {
                 if !done.is_empty() {
                     eprintln!("pmh-load: applied before the failure: {}", diff_line(&done));
@@ -337,7 +358,7 @@ fn execute(
         },
         Cmd::Install { dir } => {
             let g = load::install(&store, dir)?;
-            Ok(format!("installed {}: generation {g} now serving", dir.display()))
+            Ok(format!("installed {}: generation {g} now serving", dir.display()).into())
         }
         Cmd::Check { .. } | Cmd::Send { .. } | Cmd::Watch { .. } => {
             Err(LoadError::Usage("this command does not open a store".into()))
