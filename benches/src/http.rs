@@ -467,7 +467,10 @@ async fn run_on(config: &Config, target: Target) -> Result<Report, HttpError> {
         rounds.push(RoundReport::new(round, rps[0], rps[1]));
     }
     let [ceiling_sum, lookup_sum] = sums;
-    let report = |name, sum: PhaseSum, ran: bool| {
+    let report = |name, mut sum: PhaseSum, ran: bool| {
+        // The open loop's mean lag is over connections and rounds (`lag_sum` added the
+        // rounds' sums); the longest lag and the unsent requests are the run's.
+        sum.tally.lag_sum /= u32::try_from(sum.phases.max(1)).unwrap_or(u32::MAX);
         ran.then(|| PhaseReport::new(name, &sum.tally, sum.secs, sum.cpu_secs, rate, config.connections))
     };
     let ceiling = report("ceiling", ceiling_sum, ceiling_traffic.is_some());

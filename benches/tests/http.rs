@@ -380,6 +380,14 @@ fn open_loop_latency_counts_from_the_due_time() {
     assert!(o.client_lateness_us.p99 < 10_000, "{o:?}");
     assert_eq!(Counts::get(&fake.counts.pings), p.requests);
 
+    // Three rounds of the same: each ends about as far behind, so the mean lag stays that
+    // of one round (it is not the rounds' sum), while the unsent requests add up.
+    let one = o.clone();
+    let r = http::run(&Config { mode: Mode::Open { rate: 100.0 }, rounds: 3, ..base.clone() }).unwrap();
+    let o = r.ceiling.unwrap().open_loop.unwrap();
+    assert!(o.lag_mean_us < one.lag_mean_us * 3 / 2 && o.lag_mean_us > one.lag_mean_us / 2, "{o:?} against {one:?}");
+    assert!(o.unsent >= 2 * one.unsent, "{o:?} against {one:?}");
+
     // The same server at 20/s keeps up: latency is the service time.
     let r = http::run(&Config { mode: Mode::Open { rate: 20.0 }, ..base.clone() }).unwrap();
     let p = r.ceiling.unwrap();

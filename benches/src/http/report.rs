@@ -162,7 +162,8 @@ pub struct OpenLoopReport {
     pub unsent: u64,
     /// How far behind schedule the most-behind connection ended, µs.
     pub lag_max_us: u64,
-    /// Mean over connections of how far behind they ended, µs.
+    /// Mean over connections (and over rounds, with `--rounds`) of how far behind they
+    /// ended, µs.
     pub lag_mean_us: u64,
     /// What the client itself added to requests (timer, busy thread), µs; taken out of
     /// `latency_us`.
