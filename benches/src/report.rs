@@ -3,7 +3,7 @@
 //!
 //! The results directory holds what `scripts/bench.sh` wrote: `machine.txt` (key: value
 //! lines), `command.txt`, `load.txt` (the `pmh-load full` summary line), `csvpass.txt`
-//! (`pmh-bench csv-pass`), `engine.txt` (`pmh-bench engine`), `http-closed.json` and
+//! and `csvpass-after.txt` (`pmh-bench csv-pass` before and after the load), `engine.txt` (`pmh-bench engine`), `http-closed.json` and
 //! `http-open-<rate>.json` (`pmh-bench http --json`), and `criterion-*.txt` (criterion's
 //! `--output-format bencher` lines). A missing file leaves its rows out and says so.
 //!
@@ -186,14 +186,21 @@ pub fn markdown(dir: &Path, plot_name: &str) -> String {
         }
     }
 
-    let csv = read(dir, "csvpass.txt").and_then(|t| number_before(&t, "rows/s"));
+    let csv_pass = |name| read(dir, name).and_then(|t| number_before(&t, "rows/s"));
+    // The passes before and after the load: their mean is the ceiling, so that a drift of
+    // the machine's speed during the load falls on both sides.
+    let csv = match (csv_pass("csvpass.txt"), csv_pass("csvpass-after.txt")) {
+        (Some(a), Some(b)) => Some(((a + b) / 2.0, format!(" (mean of {a:.0} before and {b:.0} after the load)"))),
+        (Some(a), None) | (None, Some(a)) => Some((a, String::new())),
+        (None, None) => None,
+    };
     let load = read(dir, "load.txt").and_then(|t| number_before(&t, "rows/s"));
     match (load, csv) {
-        (Some(l), Some(c)) => {
+        (Some(l), Some((c, passes))) => {
             let ratio = l / c;
             let _ = writeln!(
                 o,
-                "| full load (`pmh-load full`, end to end) | {l:.0} certificates/s | plain `csv` pass {c:.0} rows/s | {ratio:.3} | ≥ 500,000/s and ≥ 0.3 | {} |",
+                "| full load (`pmh-load full`, end to end) | {l:.0} certificates/s | plain `csv` pass {c:.0} rows/s{passes} | {ratio:.3} | ≥ 500,000/s and ≥ 0.3 | {} |",
                 verdict(l >= 500_000.0 && ratio >= 0.3)
             );
         }
@@ -393,7 +400,9 @@ mod tests {
         std::fs::write(dir.path().join("load.txt"), "full load: ..., 200000 rows/s, peak RSS 700 MiB\n").unwrap();
         let diff = "diff: 1 file(s), 101978 rows read, inserted 1, updated 2, deleted 3, unchanged 0, rejected 0, 1.8 s, 56654 rows/s, peak RSS 437 MiB\n";
         std::fs::write(dir.path().join("diff.txt"), diff).unwrap();
-        std::fs::write(dir.path().join("csvpass.txt"), "csv pass: 10 rows, 1 field bytes, 1 s, 2500000 rows/s\n")
+        std::fs::write(dir.path().join("csvpass.txt"), "csv pass: 10 rows, 1 field bytes, 1 s, 2600000 rows/s\n")
+            .unwrap();
+        std::fs::write(dir.path().join("csvpass-after.txt"), "csv pass: 10 rows, 1 field bytes, 1 s, 2400000 rows/s\n")
             .unwrap();
         let md = markdown(dir.path(), "plot.svg");
         assert!(md.contains("| engine lookup throughput | 200000 ops/s | raw `get_pinned` 300000 ops/s | 0.67 | ≥ 0.7 | **missed** |"), "{md}");
@@ -404,6 +413,10 @@ mod tests {
         );
         assert!(md.contains("(30000 req/s offered) | 2500 µs | | | ≤ 1,000 µs | **missed** |"), "{md}");
         assert!(md.contains("| 0.080 | ≥ 500,000/s and ≥ 0.3 | **missed** |"), "{md}");
+        assert!(
+            md.contains("plain `csv` pass 2500000 rows/s (mean of 2600000 before and 2400000 after the load)"),
+            "{md}"
+        );
         assert!(md.contains("| full load peak RSS | 700 MiB | | | < 2,048 MiB | met |"), "{md}");
         assert!(
             md.contains("101978 rows, right after the full load) | 1.8 s | | | < 1 s for 100,000 rows | **missed** |"),
