@@ -268,10 +268,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     let rows = display.rows.load(Ordering::Relaxed);
     match result {
-        Ok(Done { line, after_switch }) => {
+        Ok(Done { line, switched }) => {
             let peak = peak_rss_mib().map(|m| format!(", peak RSS {m} MiB")).unwrap_or_default();
-            let live = after_switch
-                .map(|t| format!(" (serving after {:.1} s)", (secs - t.as_secs_f64()).max(0.0)))
+            let live = switched
+                .map(|t| format!(" (serving after {:.1} s)", t.saturating_duration_since(start).as_secs_f64()))
                 .unwrap_or_default();
             println!("{line}{live}, {secs:.1} s, {:.0} rows/s{peak}", rows as f64 / secs);
             Ok(ExitCode::SUCCESS)
@@ -288,17 +288,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-/// What a command did: its summary line, and for a full load how long it worked on after
-/// the new snapshot started serving (removing its sort runs), so that the line can say
-/// when the switch happened on the same clock as its total.
+/// What a command did: its summary line, and for a full load when the new snapshot
+/// started serving, so that the line can say so on the same clock as its total (which
+/// goes on through the removal of the sort runs and the store's close).
 struct Done {
     line: String,
-    after_switch: Option<Duration>,
+    switched: Option<Instant>,
 }
 
 impl From<String> for Done {
     fn from(line: String) -> Done {
-        Done { line, after_switch: None }
+        Done { line, switched: None }
     }
 }
 
@@ -338,13 +338,14 @@ fn execute(
     match &cli.cmd {
         Cmd::Full { allow_empty, .. } => {
             let opts = LoadOptions { allow_empty: *allow_empty, ..opts.clone() };
+            let called = Instant::now();
             let s = load::full(&store, &deriver, files, &opts, progress)?;
             Ok(Done {
                 line: format!(
                     "full load: {} rows read, {} certificates of {} people installed ({} delete rows skipped), rejected 0, generation {}",
                     s.rows, s.certificates, s.holders, s.deleted_rows, s.generation
                 ),
-                after_switch: Some(s.elapsed.saturating_sub(s.live_after)),
+                switched: Some(called + s.live_after),
             })
         }
         Cmd::Diff { .. } => match load::diff(&store, &deriver, files, opts, progress) {
