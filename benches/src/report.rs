@@ -417,6 +417,15 @@ mod tests {
             md.contains("plain `csv` pass 2500000 rows/s (mean of 2600000 before and 2400000 after the load)"),
             "{md}"
         );
+        {
+            // Results of a run with one pass only (older runs): that pass is the ceiling.
+            let one = tempfile::tempdir().unwrap();
+            for f in ["load.txt", "csvpass.txt"] {
+                std::fs::copy(dir.path().join(f), one.path().join(f)).unwrap();
+            }
+            let md = markdown(one.path(), "plot.svg");
+            assert!(md.contains("| plain `csv` pass 2600000 rows/s | 0.077 |"), "{md}");
+        }
         assert!(md.contains("| full load peak RSS | 700 MiB | | | < 2,048 MiB | met |"), "{md}");
         assert!(
             md.contains("101978 rows, right after the full load) | 1.8 s | | | < 1 s for 100,000 rows | **missed** |"),
