@@ -475,10 +475,7 @@ async fn run_on(config: &Config, target: Target) -> Result<Report, HttpError> {
     };
     let ceiling = report("ceiling", ceiling_sum, ceiling_traffic.is_some());
     let lookup = report("lookup", lookup_sum, lookup_traffic.is_some());
-    let ratio = match (&ceiling, &lookup) {
-        (Some(c), Some(l)) if c.rps > 0.0 => Some(l.rps / c.rps),
-        _ => None,
-    };
+    let ratio = report::ratio(ceiling.as_ref().map(|c| c.rps), lookup.as_ref().map(|l| l.rps));
     // One round's figures are the whole run's; list rounds only when there are several.
     if config.rounds == 1 {
         rounds.clear();

@@ -91,11 +91,15 @@ pub struct RoundReport {
 
 impl RoundReport {
     pub(crate) fn new(round: usize, ceiling_rps: Option<f64>, lookup_rps: Option<f64>) -> RoundReport {
-        let ratio = match (ceiling_rps, lookup_rps) {
-            (Some(c), Some(l)) if c > 0.0 => Some(l / c),
-            _ => None,
-        };
-        RoundReport { round, ceiling_rps, lookup_rps, ratio }
+        RoundReport { round, ceiling_rps, lookup_rps, ratio: ratio(ceiling_rps, lookup_rps) }
+    }
+}
+
+/// `lookup / ceiling` when both ran and the ceiling answered anything.
+pub(crate) fn ratio(ceiling_rps: Option<f64>, lookup_rps: Option<f64>) -> Option<f64> {
+    match (ceiling_rps, lookup_rps) {
+        (Some(c), Some(l)) if c > 0.0 => Some(l / c),
+        _ => None,
     }
 }
 
