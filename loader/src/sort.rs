@@ -436,11 +436,18 @@ impl HolderHead {
         Ok(true)
     }
 
-    /// The head's archive; `input` is the run it was read from.
+    /// The head's archive; `input` is the run it was read from (a head only ever reads
+    /// from its own input, so a memory place always goes with a memory run).
     fn archive<'r>(&'r self, input: &'r Input<'_>) -> &'r [u8] {
         match (self.in_memory, input) {
             (Some((at, len)), Input::Memory { run, .. }) => &run.archives[at..at + len],
-            _ => &self.archive,
+            (None, _) => &self.archive,
+            // Unreachable; were it not, the bytes would fail their digest in the bucket
+            // encoder and the load would stop with an error, never frame stale bytes.
+            (Some(_), Input::File(_)) => {
+                debug_assert!(false, "a memory head read from a file run");
+                &[]
+            }
         }
     }
 
