@@ -514,9 +514,7 @@ fn verify_catches_a_corrupted_value_and_lookup_refuses_it() {
     };
     // Corrupt the value behind the engine's back, with plain RocksDB.
     {
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(false);
-        let db = rocksdb::DB::open_cf(&opts, dir.path(), pmh_engine::layout::ALL_CFS).unwrap();
+        let db = pmh_engine::store::open_raw_db(dir.path(), &config()).unwrap();
         let cf = db.cf_handle(pmh_engine::layout::HOLDERS[0]).unwrap();
         let mut v = db.get_cf(cf, key.0).unwrap().unwrap();
         let n = v.len();
@@ -548,9 +546,7 @@ fn a_change_set_that_meets_a_corrupt_holder_value_fails_and_writes_nothing() {
         s.key_of(&person(1))
     };
     {
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(false);
-        let db = rocksdb::DB::open_cf(&opts, dir.path(), pmh_engine::layout::ALL_CFS).unwrap();
+        let db = pmh_engine::store::open_raw_db(dir.path(), &config()).unwrap();
         let cf = db.cf_handle(pmh_engine::layout::HOLDERS[0]).unwrap();
         let mut v = db.get_cf(cf, key.0).unwrap().unwrap();
         v[20] ^= 0x40;
@@ -636,16 +632,38 @@ fn a_store_of_another_schema_is_refused_with_what_to_do() {
     drop(Store::open(&path, config()).unwrap());
     // Make it a schema-1 store (one rkyv archive per bucket), as an older build wrote it.
     {
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(false);
-        let cfs = rocksdb::DB::list_cf(&opts, &path).unwrap();
-        let db = rocksdb::DB::open_cf(&opts, &path, &cfs).unwrap();
+        let db = pmh_engine::store::open_raw_db(&path, &config()).unwrap();
         db.put_cf(db.cf_handle(pmh_engine::layout::META).unwrap(), b"schema_version", 1u32.to_be_bytes()).unwrap();
     }
     let Err(Error::Schema(msg)) = Store::open(&path, config()) else { panic!("a schema-1 store must be refused") };
     assert!(msg.contains("store schema 1"), "{msg}");
     assert!(msg.contains(&format!("reads {}", pmh_engine::layout::SCHEMA_VERSION)), "{msg}");
     assert!(msg.contains("pmh-load full") && msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn a_store_with_block_based_holders_is_refused_as_an_older_schema() {
+    // What a schema-2 build created: every family with RocksDB's built-in comparator and
+    // block-based tables, holders included.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = rocksdb::DB::open_cf(&opts, &path, pmh_engine::layout::ALL_CFS).unwrap();
+        db.put_cf(db.cf_handle(pmh_engine::layout::META).unwrap(), b"schema_version", 2u32.to_be_bytes()).unwrap();
+        db.put_cf(db.cf_handle(pmh_engine::layout::HOLDERS[0]).unwrap(), [7u8; 16], b"old").unwrap();
+        db.flush_cf(db.cf_handle(pmh_engine::layout::HOLDERS[0]).unwrap()).unwrap();
+    }
+    let Err(Error::Schema(msg)) = Store::open(&path, config()) else { panic!("a schema-2 store must be refused") };
+    assert!(msg.contains("older build") && msg.contains("block-based"), "{msg}");
+    assert!(msg.contains(&format!("reads {}", pmh_engine::layout::SCHEMA_VERSION)), "{msg}");
+    assert!(msg.contains("pmh-load full") && msg.contains(&path.display().to_string()), "{msg}");
+    // Refusing it changed nothing: the old store still opens as it was.
+    let opts = rocksdb::Options::default();
+    let db = rocksdb::DB::open_cf(&opts, &path, pmh_engine::layout::ALL_CFS).unwrap();
+    assert_eq!(db.get_cf(db.cf_handle(pmh_engine::layout::HOLDERS[0]).unwrap(), [7u8; 16]).unwrap().unwrap(), b"old");
 }
 
 #[test]

@@ -62,7 +62,7 @@ fn loader(c: &mut Criterion) {
         })
         .collect();
     buckets.sort_by_key(|b| b.0);
-    let opts = SstOptions::new(&RocksTuning::default());
+    let opts = SstOptions::holders(&RocksTuning::default());
     let mut g = c.benchmark_group("sst");
     g.throughput(Throughput::Elements(PERSONS));
     let path = dir.path().join("bench.sst");

@@ -42,9 +42,14 @@ pub(crate) const META_FINGERPRINT: &[u8] = b"secret_fingerprint";
 /// Meta key: the active generation (u64 BE); its low bit picks the active pair.
 pub(crate) const META_GENERATION: &[u8] = b"generation";
 
-/// The schema this build writes and reads. 2: a holders value frames one rkyv archive per
-/// certificate (`record` module doc); 1 archived the whole bucket as one rkyv value.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The schema this build writes and reads. 3: the holders families are PlainTable files
+/// (`RocksTuning::holders_cf_options`); 2: a holders value frames one rkyv archive per
+/// certificate (`record` module doc), in block-based files; 1 archived the whole bucket as
+/// one rkyv value.
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// Length of a holders key (a [`crate::pmh_id::StoreKey`]).
+pub const STORE_KEY_LEN: usize = 16;
 
 /// Length of a source-index value.
 pub const SOURCE_VALUE_LEN: usize = 40;

@@ -42,10 +42,16 @@ pub struct SnapshotSummary {
 pub struct SstOptions(Options);
 
 impl SstOptions {
-    /// Options for SST files that a store tuned with `tuning` can ingest (same table
-    /// format, filters and block layout as its point-lookup families). Needs no open
-    /// store, so a snapshot can be prepared while a server holds the store.
-    pub fn new(tuning: &crate::options::RocksTuning) -> SstOptions {
+    /// Options for holders SST files that a store tuned with `tuning` can ingest (the
+    /// holders families' table format and comparator). Needs no open store, so a snapshot
+    /// can be prepared while a server holds the store.
+    pub fn holders(tuning: &crate::options::RocksTuning) -> SstOptions {
+        SstOptions(tuning.holders_cf_options(&rocksdb::Cache::new_lru_cache(1 << 20)))
+    }
+
+    /// Options for source-index SST files that a store tuned with `tuning` can ingest
+    /// (same table format, filters and block layout as its source-index families).
+    pub fn source(tuning: &crate::options::RocksTuning) -> SstOptions {
         SstOptions(tuning.point_cf_options(&rocksdb::Cache::new_lru_cache(1 << 20)))
     }
 
@@ -58,12 +64,12 @@ impl SstOptions {
 impl Store {
     /// Options to write SST files for the holders family (same table format as the store).
     pub fn holders_sst_writer(&self) -> SstOptions {
-        SstOptions::new(&self.config.rocks)
+        SstOptions::holders(&self.config.rocks)
     }
 
     /// Options to write SST files for the source-index family.
     pub fn source_sst_writer(&self) -> SstOptions {
-        self.holders_sst_writer()
+        SstOptions::source(&self.config.rocks)
     }
 
     /// Ingests prepared SST files as the new complete snapshot and switches to it
@@ -142,9 +148,9 @@ impl Store {
         std::fs::create_dir_all(staging).map_err(|e| Error::Io(format!("create {}: {e}", staging.display())))?;
         let hpath = staging.join("holders.sst");
         let spath = staging.join("source.sst");
-        let opts = self.holders_sst_writer();
         let mut holders = Vec::new();
         if !by_key.is_empty() {
+            let opts = self.holders_sst_writer();
             let mut w = opts.writer();
             w.open(&hpath).map_err(storage)?;
             for (k, b) in &by_key {
@@ -156,6 +162,7 @@ impl Store {
         }
         let mut source = Vec::new();
         if !index.is_empty() {
+            let opts = self.source_sst_writer();
             let mut w = opts.writer();
             w.open(&spath).map_err(storage)?;
             for (k, (_, e)) in &index {

@@ -103,19 +103,8 @@ impl Store {
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| Error::Io(format!("create {}: {e}", path.display())))?;
         let cache = config.rocks.new_cache();
-        let descriptors = ALL_CFS.iter().map(|&name| {
-            // Explicit descriptors for every family, `default` included: opening a family
-            // by name alone silently gives it fresh default options (no filter, no cache).
-            let opts = match name {
-                META | JOURNAL => config.rocks.log_cf_options(&cache),
-                ACCESS_LOG => config.rocks.access_log_cf_options(&cache),
-                _ => config.rocks.point_cf_options(&cache),
-            };
-            ColumnFamilyDescriptor::new(name, opts)
-        });
         let row_cache = config.rocks.new_row_cache();
-        let db = DB::open_cf_descriptors(&config.rocks.db_options(row_cache.as_ref()), &path, descriptors)
-            .map_err(storage)?;
+        let db = open_db(&path, &config.rocks, &cache, row_cache.as_ref())?;
         let db = Arc::new(db);
 
         let meta = cf(&db, META)?;
@@ -445,6 +434,47 @@ impl Store {
         self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &co);
         Ok(())
     }
+}
+
+/// Opens the store's RocksDB with every family's options. A store written before the
+/// holders were PlainTable (schema 2 and older) has the built-in comparator recorded for
+/// its holders families, so RocksDB refuses the open itself; that is reported as the
+/// schema mismatch it is.
+fn open_db(
+    path: &Path,
+    tuning: &crate::options::RocksTuning,
+    cache: &Cache,
+    row_cache: Option<&Cache>,
+) -> Result<DB, Error> {
+    let descriptors = ALL_CFS.iter().map(|&name| {
+        // Explicit descriptors for every family, `default` included: opening a family
+        // by name alone silently gives it fresh default options (no filter, no cache).
+        let opts = match name {
+            META | JOURNAL => tuning.log_cf_options(cache),
+            ACCESS_LOG => tuning.access_log_cf_options(cache),
+            n if HOLDERS.contains(&n) => tuning.holders_cf_options(cache),
+            _ => tuning.point_cf_options(cache),
+        };
+        ColumnFamilyDescriptor::new(name, opts)
+    });
+    DB::open_cf_descriptors(&tuning.db_options(row_cache), path, descriptors).map_err(|e| {
+        let msg = e.into_string();
+        if msg.contains("does not match existing comparator") {
+            Error::Schema(format!(
+                "{}: the store was written by an older build (schema 2 or older: holders in RocksDB's block-based format), this build reads {SCHEMA_VERSION}; load the data again into a new store directory (`pmh-load full`)",
+                path.display()
+            ))
+        } else {
+            Error::Storage(msg)
+        }
+    })
+}
+
+/// Opens a store's RocksDB directly, with the options the engine uses, for tests that
+/// damage or rewrite what is stored behind the engine's back. Not for anything else.
+#[doc(hidden)]
+pub fn open_raw_db(path: impl AsRef<Path>, config: &StoreConfig) -> Result<DB, Error> {
+    open_db(path.as_ref(), &config.rocks, &config.rocks.new_cache(), None)
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, Error> {

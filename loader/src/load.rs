@@ -404,7 +404,12 @@ pub fn full(
     remove_stale_snapshots(&staging);
     let dir = staging.join(format!("snapshot-{}-{}", std::process::id(), unique()));
     let _guard = StagingGuard(dir.clone());
-    let target = Target { key_of: &|id| store.key_of(id), sst: store.holders_sst_writer(), warm: true };
+    let target = Target {
+        key_of: &|id| store.key_of(id),
+        holders: store.holders_sst_writer(),
+        source: store.source_sst_writer(),
+        warm: true,
+    };
     let (mut summary, merged) = prepare_with(&target, deriver, files, opts, &dir, progress)?;
     progress.stage("install");
     // The merge left the files in the page cache.
@@ -446,7 +451,10 @@ fn unique() -> u128 {
 /// target store.
 struct Target<'a> {
     key_of: &'a (dyn Fn(&PmhId) -> StoreKey + Sync),
-    sst: SstOptions,
+    /// The holders files' format (PlainTable).
+    holders: SstOptions,
+    /// The source index's format (block-based).
+    source: SstOptions,
     /// Read finished files back into the page cache during the merge: when they are
     /// installed right away. A prepared directory is warmed when it is installed instead
     /// (it may wait long enough for its pages to leave), so preparing skips it: at 10 M
@@ -456,6 +464,10 @@ struct Target<'a> {
 
 /// The manifest a prepared snapshot directory carries (`snapshot.json`).
 pub const MANIFEST: &str = "snapshot.json";
+
+/// The `format` of a manifest this build writes and installs. 3: the holders files are
+/// PlainTable (store schema 3); 2 and 1 had block-based holders files.
+pub const SNAPSHOT_FORMAT: &str = "pmh-snapshot/3";
 
 /// Prepares a complete snapshot in `out` (which must not exist) without opening any
 /// store: validated, sorted SST files plus a manifest. A running server (or
@@ -473,7 +485,12 @@ pub fn prepare(
     if out.exists() {
         return Err(LoadError::Usage(format!("{}: already exists; prepare into a new directory", out.display())));
     }
-    let target = Target { key_of: &|id: &PmhId| id.store_key(), sst: SstOptions::new(tuning), warm: false };
+    let target = Target {
+        key_of: &|id: &PmhId| id.store_key(),
+        holders: SstOptions::holders(tuning),
+        source: SstOptions::source(tuning),
+        warm: false,
+    };
     prepare_with(&target, deriver, files, opts, out, progress).map(|(summary, _)| summary).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(out);
     })
@@ -493,15 +510,22 @@ pub fn install(store: &Store, dir: &Path) -> Result<u64, LoadError> {
             dir.display()
         )));
     }
-    // Format 1 (one holders.sst and one source.sst) is still installable.
-    let listed = |field: &str, old: &str| -> Vec<PathBuf> {
+    // Formats 1 and 2 hold block-based holders files, which a schema-3 store cannot read.
+    let format = m.get("format").and_then(|v| v.as_str()).unwrap_or("");
+    if format != SNAPSHOT_FORMAT {
+        return Err(LoadError::Usage(format!(
+            "{}: format {format:?}, this build installs {SNAPSHOT_FORMAT:?} (older formats hold the holders in \
+             RocksDB's block-based format); prepare the snapshot again with this build",
+            path.display()
+        )));
+    }
+    let listed = |field: &str| -> Vec<PathBuf> {
         match m.get(field).and_then(|v| v.as_array()) {
             Some(names) => names.iter().filter_map(|n| n.as_str()).map(|n| dir.join(n)).collect(),
-            None if m.get("certificates").and_then(|v| v.as_u64()).unwrap_or(0) > 0 => vec![dir.join(old)],
             None => Vec::new(),
         }
     };
-    let (holders, source) = (listed("holderFiles", "holders.sst"), listed("sourceFiles", "source.sst"));
+    let (holders, source) = (listed("holderFiles"), listed("sourceFiles"));
     for f in holders.iter().chain(&source) {
         if f.parent() != Some(dir) {
             return Err(LoadError::Usage(format!("{}: lists a file outside its directory", path.display())));
@@ -724,7 +748,7 @@ fn prepare_with(
         v.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>()
     };
     let manifest = serde_json::json!({
-        "format": "pmh-snapshot/2",
+        "format": SNAPSHOT_FORMAT,
         "holderFiles": names(&merged.holder_files),
         "sourceFiles": names(&merged.source_files),
         "rows": summary.rows,
@@ -795,9 +819,11 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
                     }
                     let began = Instant::now();
                     let r = match tasks[t] {
-                        MergeTask::Source => crate::sort::merge_source(&target.sst, runs, &source_path, files, &pool),
+                        MergeTask::Source => {
+                            crate::sort::merge_source(&target.source, runs, &source_path, files, &pool)
+                        }
                         MergeTask::Holders(p, range) => {
-                            crate::sort::merge_holders(&target.sst, runs, range, &holder_path(p), &pool)
+                            crate::sort::merge_holders(&target.holders, runs, range, &holder_path(p), &pool)
                         }
                     };
                     tracing::debug!(task = ?tasks[t], ms = began.elapsed().as_millis() as u64, "merge task done");

@@ -805,7 +805,7 @@ mod tests {
         let (key, pmh) = (StoreKey([1; 16]), pmh_engine::PmhId::from_bytes([2; 16]));
         w.push(key, &pmh, &Certificate::example("H1"), 0, 1).unwrap();
         let runs = w.finish().unwrap();
-        let opts = pmh_engine::snapshot::SstOptions::new(&pmh_engine::RocksTuning::default());
+        let opts = pmh_engine::snapshot::SstOptions::holders(&pmh_engine::RocksTuning::default());
         let pool = crate::direct::ReadAhead::new(1);
         let merge = |out: &str| merge_holders(&opts, &runs, (0, 256), &dir.path().join(out), &pool);
         assert_eq!(merge("good.sst").unwrap(), 1);

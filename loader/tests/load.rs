@@ -352,6 +352,19 @@ fn installing_an_incomplete_prepared_directory_changes_nothing() {
     std::fs::remove_file(prepared.join(last)).expect("remove");
     assert!(matches!(load::install(&store, &prepared), Err(LoadError::Io { .. })));
 
+    // A snapshot prepared by an older build (block-based holders files) is refused by its
+    // format before anything is ingested.
+    let mut older = manifest.clone();
+    older["format"] = serde_json::json!("pmh-snapshot/2");
+    std::fs::write(prepared.join(load::MANIFEST), older.to_string()).expect("write manifest");
+    match load::install(&store, &prepared) {
+        Err(LoadError::Usage(msg)) => {
+            assert!(msg.contains("pmh-snapshot/2") && msg.contains(load::SNAPSHOT_FORMAT), "{msg}");
+            assert!(msg.contains("prepare the snapshot again"), "{msg}");
+        }
+        other => panic!("an older snapshot format must be refused, got {other:?}"),
+    }
+
     assert_eq!(store.generation(), 1);
     assert_eq!(answers(&store, "sample-utf8.csv", "2026-11-21"), before);
     assert!(store.verify().expect("verify").is_ok());
