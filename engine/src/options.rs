@@ -83,7 +83,8 @@ impl Default for StoreConfig {
     }
 }
 
-/// Compression for the holders column family.
+/// Compression of the block-based point-lookup families (source index, consents); the
+/// holders are PlainTable, never compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     /// No compression: a block-cache miss costs one read and no decompression.
@@ -95,9 +96,10 @@ pub enum Compression {
 /// RocksDB tuning. Field docs give the default and why.
 #[derive(Debug, Clone)]
 pub struct RocksTuning {
-    /// Block cache shared by all column families. Default 1 GiB: holds about 2.5 M holders'
-    /// blocks; size it to the holders column family (`pmh-admin stats`) to keep every
-    /// lookup in memory.
+    /// Block cache shared by the block-based column families (source index, consents,
+    /// logs; the holders are PlainTable, read from the page cache). Default 1 GiB; size it
+    /// to the active source index (`pmh-admin stats`) to keep a diff's index reads in
+    /// memory.
     pub block_cache_bytes: usize,
     /// Data block size. Default 4 KiB: with the hash index a lookup reads one block, and
     /// smaller blocks waste less cache per hot record; below 4 KiB the index grows faster
@@ -128,7 +130,7 @@ pub struct RocksTuning {
     /// Background flush + compaction threads. Default 2 (the machine's cores: loads are
     /// rare and compaction must not starve lookups).
     pub max_background_jobs: i32,
-    /// Holders compression. Default none (see [`Compression`]).
+    /// Compression of the source index and consents. Default none (see [`Compression`]).
     pub compression: Compression,
     /// Open files kept. Default -1 (all): a table-reader open on the hot path would cost
     /// far more than the file descriptors.
@@ -152,6 +154,13 @@ pub struct RocksTuning {
     /// reads fill it too (a change set's reads), so offline tools (`pmh-load`,
     /// `pmh-admin`) turn it off ([`RocksTuning::for_offline_tools`]).
     pub row_cache_bytes: usize,
+    /// Read table files through mmap (`allow_mmap_reads`). Default on: the holders'
+    /// PlainTable lookups read records in place in the mapped files
+    /// ([`RocksTuning::holders_cf_options`]). Offline tools turn it off
+    /// ([`RocksTuning::for_offline_tools`]): a bulk job touches most of the holders once
+    /// (a snapshot's ingestion scans every file), and mapped pages would count in its
+    /// resident memory as if it held them; without mmap PlainTable reads through buffers.
+    pub mmap_reads: bool,
     /// Block cache implementation. Default HyperClock: lock-free lookups; the LRU cache
     /// takes a shard mutex and relinks its list on every hit, which showed up as the
     /// largest single cost of an in-memory get.
@@ -219,6 +228,7 @@ impl Default for RocksTuning {
         RocksTuning {
             block_cache_bytes: 1 << 30,
             row_cache_bytes: 0,
+            mmap_reads: true,
             block_size: 4096,
             bloom_bits_per_key: 10.0,
             data_block_hash_ratio: Some(0.75),
@@ -259,9 +269,9 @@ impl RocksTuning {
         // path is already single-threaded (the access-log writer, the change-set lock).
         o.set_allow_concurrent_memtable_write(false);
         o.set_keep_log_file_num(10);
-        // PlainTable (the holders) reads through mmap. The block-based families then read
-        // blocks from the mapping too, and still cache them.
-        o.set_allow_mmap_reads(true);
+        // PlainTable (the holders) reads in place through mmap. The block-based families
+        // then read blocks from the mapping too, and still cache them.
+        o.set_allow_mmap_reads(self.mmap_reads);
         if let Some(c) = row_cache {
             o.set_row_cache(c);
         }
@@ -276,13 +286,15 @@ impl RocksTuning {
 
     /// This tuning for a process that does not serve lookups (`pmh-load`, `pmh-admin`):
     /// no row cache, since a bulk job's batched reads would only fill it with values read
-    /// once.
+    /// once, and no mmap reads (see [`RocksTuning::mmap_reads`]).
     pub fn for_offline_tools(mut self) -> RocksTuning {
         self.row_cache_bytes = 0;
+        self.mmap_reads = false;
         self
     }
 
-    /// Options of the point-lookup column families (holders, source index, consents).
+    /// Options of the block-based point-lookup families (source index, consents); the base
+    /// of the holders' options too, for their memtable and write buffer.
     pub(crate) fn point_cf_options(&self, cache: &Cache) -> Options {
         let mut t = BlockBasedOptions::default();
         t.set_block_cache(cache);

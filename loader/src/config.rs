@@ -449,6 +449,7 @@ struct RawRocks {
     data_block_hash_ratio: Option<f64>,
     cache_index_and_filter_blocks: Option<bool>,
     optimize_filters_for_hits: Option<bool>,
+    mmap_reads: Option<bool>,
     memtable_bloom_ratio: Option<f64>,
     write_buffer_mib: Option<u64>,
     max_background_jobs: Option<i64>,
@@ -757,6 +758,9 @@ fn rocks(cx: &Ctx<'_>, r: RawRocks) -> Result<RocksTuning, ConfigError> {
     if let Some(v) = r.optimize_filters_for_hits {
         t.optimize_filters_for_hits = v;
     }
+    if let Some(v) = r.mmap_reads {
+        t.mmap_reads = v;
+    }
     if let Some(v) = r.memtable_bloom_ratio {
         if !(0.0..=0.25).contains(&v) {
             return Err(cx.invalid(k("memtable_bloom_ratio"), "must be 0 (off) ..= 0.25"));
@@ -986,6 +990,7 @@ const ALL_KEYS: &[&str] = &[
     "rocksdb.data_block_hash_ratio",
     "rocksdb.cache_index_and_filter_blocks",
     "rocksdb.optimize_filters_for_hits",
+    "rocksdb.mmap_reads",
     "rocksdb.memtable_bloom_ratio",
     "rocksdb.write_buffer_mib",
     "rocksdb.max_background_jobs",
@@ -1118,6 +1123,7 @@ bloom_bits_per_key = 12
 data_block_hash_ratio = 0
 cache_index_and_filter_blocks = true
 optimize_filters_for_hits = true
+mmap_reads = false
 memtable_bloom_ratio = 0.05
 write_buffer_mib = 32
 max_background_jobs = 4
@@ -1147,6 +1153,9 @@ request_timeout = "1500ms"
         assert_eq!(r.bloom_bits_per_key, 12.0);
         assert_eq!(r.data_block_hash_ratio, None);
         assert!(r.cache_index_and_filter_blocks && r.optimize_filters_for_hits);
+        assert!(!r.mmap_reads);
+        assert!(Config::from_toml_str("", "empty.toml").unwrap().store_config().rocks.mmap_reads);
+        assert!(!Config::from_toml_str("", "empty.toml").unwrap().offline_store_config().rocks.mmap_reads);
         assert_eq!(r.memtable_bloom_ratio, 0.05);
         assert_eq!(r.write_buffer_bytes, 32 << 20);
         assert_eq!((r.max_background_jobs, r.max_open_files, r.block_restart_interval), (4, 5000, 16));
