@@ -80,8 +80,10 @@ for _ in $(seq 1 200); do
   curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
   sleep 0.1
 done
+# Options common to every run; each run adds its own --duration and --warmup (pmh-bench
+# refuses an option given twice).
 http=("$bin/pmh-bench" http --url "http://127.0.0.1:$port" --token-file "$work/gw.token" --persons "$size"
-  --duration "$duration" --warmup 2s --connections 16 --json)
+  --connections 16 --json)
 # The closed loop alternates ceiling and lookups (ABBA) so that the machine's drift falls
 # on both sides; the same time per side as one phase of $duration.
 "${http[@]}" --rounds "$rounds" --duration "$round_duration" --warmup 1s >"$results/http-closed.json"
@@ -90,7 +92,7 @@ echo "bench: closed-loop lookup peak $peak req/s" >&2
 for pct in 10 25 50 75; do
   rate=$(awk -v p="$peak" -v q="$pct" 'BEGIN { printf "%d", p * q / 100 }')
   [ "$rate" -gt 0 ] || continue
-  "${http[@]}" --rate "$rate" --no-ceiling >"$results/http-open-$rate.json"
+  "${http[@]}" --duration "$duration" --warmup 2s --rate "$rate" --no-ceiling >"$results/http-open-$rate.json"
 done
 kill -TERM $server
 wait $server || true
