@@ -519,13 +519,15 @@ pub fn install(store: &Store, dir: &Path) -> Result<u64, LoadError> {
             path.display()
         )));
     }
-    let listed = |field: &str| -> Vec<PathBuf> {
-        match m.get(field).and_then(|v| v.as_array()) {
-            Some(names) => names.iter().filter_map(|n| n.as_str()).map(|n| dir.join(n)).collect(),
-            None => Vec::new(),
-        }
+    // A damaged list must not install fewer files than were prepared: that would switch
+    // to a snapshot missing people.
+    let listed = |field: &str| -> Result<Vec<PathBuf>, LoadError> {
+        let names = m.get(field).and_then(|v| v.as_array());
+        names
+            .and_then(|names| names.iter().map(|n| n.as_str().map(|n| dir.join(n))).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| LoadError::Usage(format!("{}: `{field}` must be a list of file names", path.display())))
     };
-    let (holders, source) = (listed("holderFiles"), listed("sourceFiles"));
+    let (holders, source) = (listed("holderFiles")?, listed("sourceFiles")?);
     for f in holders.iter().chain(&source) {
         if f.parent() != Some(dir) {
             return Err(LoadError::Usage(format!("{}: lists a file outside its directory", path.display())));

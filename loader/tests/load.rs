@@ -364,6 +364,21 @@ fn installing_an_incomplete_prepared_directory_changes_nothing() {
         }
         other => panic!("an older snapshot format must be refused, got {other:?}"),
     }
+    // A manifest whose file list is missing or damaged is refused, not installed as a
+    // snapshot without those files.
+    for damage in [serde_json::json!(null), serde_json::json!("holders-000.sst"), serde_json::json!(["a.sst", 7])] {
+        let mut bad = manifest.clone();
+        if damage.is_null() {
+            bad.as_object_mut().expect("an object").remove("holderFiles");
+        } else {
+            bad["holderFiles"] = damage;
+        }
+        std::fs::write(prepared.join(load::MANIFEST), bad.to_string()).expect("write manifest");
+        match load::install(&store, &prepared) {
+            Err(LoadError::Usage(msg)) => assert!(msg.contains("`holderFiles` must be a list of file names"), "{msg}"),
+            other => panic!("a damaged file list must be refused, got {other:?}"),
+        }
+    }
 
     assert_eq!(store.generation(), 1);
     assert_eq!(answers(&store, "sample-utf8.csv", "2026-11-21"), before);
