@@ -160,7 +160,7 @@ pub struct RocksTuning {
     /// ([`RocksTuning::for_offline_tools`]): a bulk job touches most of the holders once
     /// (a snapshot's ingestion scans every file), and mapped pages would count in its
     /// resident memory as if it held them; without mmap PlainTable reads through buffers.
-    /// `pmh-load diff` sets it back from the configuration: its edits read the holders.
+    /// `pmh-load diff` keeps it as configured: its edits read the holders.
     pub mmap_reads: bool,
     /// Block cache implementation. Default HyperClock: lock-free lookups; the LRU cache
     /// takes a shard mutex and relinks its list on every hit, which showed up as the

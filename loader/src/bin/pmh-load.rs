@@ -328,13 +328,8 @@ fn execute(
         .into());
     }
     let db = cli.db.clone().unwrap_or_else(|| config.db.clone());
-    let mut store_config = config.offline_store_config();
-    // A diff reads the holders it edits: in place through mmap its edit phase took 260 ms
-    // instead of 455 ms for 100k rows (docs/benchmarks.md, tenth round). The pages it
-    // touches then count in its resident memory; they are the page cache's.
-    if matches!(cli.cmd, Cmd::Diff { .. }) {
-        store_config.rocks.mmap_reads = config.store_config().rocks.mmap_reads;
-    }
+    let store_config =
+        if matches!(cli.cmd, Cmd::Diff { .. }) { config.diff_store_config() } else { config.offline_store_config() };
     let store = Store::open(&db, store_config).map_err(|e| match e {
         pmh_engine::Error::Storage(m) if m.contains("lock") => LoadError::Usage(format!(
             "{}: the store is locked, probably by a running pmh-server ({m}); see docs/operations.md",
