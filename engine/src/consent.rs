@@ -213,20 +213,16 @@ impl Table {
     /// Rebuilds the table sized for its live entries: 25–50 % of the slots used
     /// afterwards, so it grows when they are many and drops removed markers when not.
     fn rebuild(&mut self) {
-        let live: Vec<Slot> = self.buckets.iter().flat_map(|b| b.0).filter(|s| s.expires > EMPTY).collect();
-        self.refill(live);
+        self.retain(|_, _| true);
     }
 
     fn refill(&mut self, live: Vec<Slot>) {
         let buckets = live.len().next_power_of_two().max(Self::MIN_BUCKETS);
         self.buckets = vec![Bucket([FREE; 2]); buckets];
-        self.len = 0;
-        self.used = 0;
+        (self.len, self.used) = (live.len(), live.len());
         for s in live {
             let Err((b, i)) = self.find(&s.pmh_id, s.institution) else { unreachable!("keys are unique") };
             self.buckets[b].0[i] = s;
-            self.len += 1;
-            self.used += 1;
         }
     }
 }

@@ -94,7 +94,7 @@ impl fmt::Debug for PmhId {
 
 /// The RocksDB key of a person's record: xxh3-128 of the PMH-ID, big-endian.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StoreKey(pub [u8; 16]);
+pub struct StoreKey(pub [u8; crate::layout::STORE_KEY_LEN]);
 
 /// How a store turns a PMH-ID into its key. Always [`PmhId::store_key`] in production;
 /// tests substitute a deliberately weak function to force collisions.
