@@ -148,7 +148,9 @@ pub struct RocksTuning {
     /// value and an eviction on top of the block read (4.9 → 8.0 µs when none fits). It
     /// pays when most lookups repeat a recent one — a pre-visit batch check followed by
     /// the reception's lookup, reception then billing — and costs when most are a
-    /// patient's first of the day (measurements: docs/benchmarks.md, fifth round).
+    /// patient's first of the day (measurements: docs/benchmarks.md, fifth round, with
+    /// block-based holders; the PlainTable read is 2.3 µs without a row cache, which
+    /// leaves a hit little to save — not measured again).
     /// Entries are keyed by table file, which never changes, so a hit is never stale:
     /// newer writes sit in the memtable or newer files, which are read first. Batched
     /// reads fill it too (a change set's reads), so offline tools (`pmh-load`,
