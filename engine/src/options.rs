@@ -158,11 +158,11 @@ pub struct RocksTuning {
     pub row_cache_bytes: usize,
     /// Read table files through mmap (`allow_mmap_reads`). Default on: the holders'
     /// PlainTable lookups read records in place in the mapped files
-    /// ([`RocksTuning::holders_cf_options`]). Offline tools turn it off
-    /// ([`RocksTuning::for_offline_tools`]): a bulk job touches most of the holders once
-    /// (a snapshot's ingestion scans every file), and mapped pages would count in its
-    /// resident memory as if it held them; without mmap PlainTable reads through buffers.
-    /// `pmh-load diff` keeps it as configured: its edits read the holders.
+    /// ([`RocksTuning::holders_cf_options`]). [`RocksTuning::for_offline_tools`] turns it
+    /// off (`pmh-admin`: mapped pages count in resident memory as if the process held
+    /// them; without mmap PlainTable reads through buffers). `pmh-load` keeps it as
+    /// configured: a diff's edits read the holders, and a snapshot's ingestion scans every
+    /// key of each holders file, five times faster mapped.
     pub mmap_reads: bool,
     /// Block cache implementation. Default HyperClock: lock-free lookups; the LRU cache
     /// takes a shard mutex and relinks its list on every hit, which showed up as the

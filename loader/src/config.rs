@@ -364,11 +364,15 @@ impl Config {
         c
     }
 
-    /// [`Config::offline_store_config`] for `pmh-load diff`, with `mmap_reads` as
-    /// configured: a diff reads the holders it edits, in place through mmap its edit phase
-    /// took 260 ms instead of 455 ms for 100k rows (docs/benchmarks.md, tenth round). The
-    /// pages it touches then count in its resident memory; they are the page cache's.
-    pub fn diff_store_config(&self) -> StoreConfig {
+    /// [`Config::offline_store_config`] for `pmh-load`'s writes (`full`, `diff`,
+    /// `install`), with `mmap_reads` as configured. A diff reads the holders it edits: in
+    /// place through mmap its edit phase took 260 ms instead of 455 ms for 100k rows. An
+    /// ingestion reads every key of each PlainTable file to find its largest: through
+    /// buffers that took 1.7 s instead of 0.3 s at 1 M holders, 10 s at 7.4 M
+    /// (docs/benchmarks.md, tenth and eleventh rounds). The pages they touch then count
+    /// in the process's resident memory (for an ingestion, one file at a time); they are
+    /// the page cache's.
+    pub fn load_store_config(&self) -> StoreConfig {
         let mut c = self.offline_store_config();
         c.rocks.mmap_reads = self.store_config().rocks.mmap_reads;
         c
@@ -1167,9 +1171,9 @@ request_timeout = "1500ms"
         assert!(!r.mmap_reads);
         assert!(Config::from_toml_str("", "empty.toml").unwrap().store_config().rocks.mmap_reads);
         assert!(!Config::from_toml_str("", "empty.toml").unwrap().offline_store_config().rocks.mmap_reads);
-        assert!(Config::from_toml_str("", "empty.toml").unwrap().diff_store_config().rocks.mmap_reads);
-        assert!(!c.diff_store_config().rocks.mmap_reads, "a diff follows `mmap_reads = false`");
-        assert_eq!(c.diff_store_config().rocks.row_cache_bytes, 0);
+        assert!(Config::from_toml_str("", "empty.toml").unwrap().load_store_config().rocks.mmap_reads);
+        assert!(!c.load_store_config().rocks.mmap_reads, "a load follows `mmap_reads = false`");
+        assert_eq!(c.load_store_config().rocks.row_cache_bytes, 0);
         assert_eq!(r.memtable_bloom_ratio, 0.05);
         assert_eq!(r.write_buffer_bytes, 32 << 20);
         assert_eq!((r.max_background_jobs, r.max_open_files, r.block_restart_interval), (4, 5000, 16));

@@ -328,9 +328,7 @@ fn execute(
         .into());
     }
     let db = cli.db.clone().unwrap_or_else(|| config.db.clone());
-    let store_config =
-        if matches!(cli.cmd, Cmd::Diff { .. }) { config.diff_store_config() } else { config.offline_store_config() };
-    let store = Store::open(&db, store_config).map_err(|e| match e {
+    let store = Store::open(&db, config.load_store_config()).map_err(|e| match e {
         pmh_engine::Error::Storage(m) if m.contains("lock") => LoadError::Usage(format!(
             "{}: the store is locked, probably by a running pmh-server ({m}); see docs/operations.md",
             db.display()
