@@ -192,6 +192,7 @@ fn read_record<'r>(
     // Only a quoted value can hold a line break: one search of the record (both encodings
     // keep `\r` as the byte 0x0D) spares one for each value.
     let cr = record.as_slice().contains(&b'\r');
+    raw.control_free = whole.is_some() && !crate::raw::has_control(record.as_slice());
     for (i, (bytes, &f)) in record.iter().zip(&columns.fields).enumerate() {
         if let Some(text) = whole.and_then(|w| w.get(record.range(i)?)) {
             read_field(f, text, cr, raw, &mut copay, errs, |t| t);

@@ -132,6 +132,11 @@ impl<'a> Validator<'_, '_, 'a> {
 
     /// Checks a text against the control-character and length rules.
     fn text_ok(&mut self, f: Field, s: &str, max: usize, lines: Lines, prefix: Prefix) -> bool {
+        // No control character anywhere in the record, and too few bytes for too many
+        // characters: nothing to look at.
+        if self.raw.control_free && s.len() <= max {
+            return true;
+        }
         let (n, bad) = scan_text(s, lines);
         if let Some(c) = bad {
             let msg = format!("{prefix}must not contain control characters (found U+{:04X})", c as u32);
