@@ -360,6 +360,13 @@ fn full_snapshot_replaces_everything_and_keeps_consents() {
     assert_eq!(s.certificates, 2);
     assert_eq!(answered(&t.store, &a, "2026-11-21"), Some(vec![]));
     assert_eq!(answered(&t.store, &b, "2026-11-21"), Some(vec!["B1".into(), "B2".into()]));
+    // The pair the snapshot replaced, which held the diff in its memtable, is emptied.
+    let old = (g0 & 1) as usize;
+    for c in t.store.stats().unwrap().column_families {
+        if c.name == pmh_engine::layout::HOLDERS[old] || c.name == pmh_engine::layout::SOURCE[old] {
+            assert_eq!((c.estimated_keys, c.sst_bytes, c.memtable_bytes > 4096), (0, 0, false), "{}", c.name);
+        }
+    }
     // Diffs apply on top of the new snapshot.
     t.store.apply(vec![Change::Delete(cert("B1").id())], ApplyMode::Diff).unwrap();
     assert_eq!(answered(&t.store, &b, "2026-11-21"), Some(vec!["B2".into()]));
