@@ -42,6 +42,29 @@ pub fn assert_no_my_number(what: &str, text: &str) {
     }
 }
 
+/// `Debug` output with its escapes read back where they would make digits that the text
+/// does not hold: `Debug` writes U+0000 as `\0`, so a NUL before 11 digits reads as 12
+/// (a false alarm found by the `csv` target). `\\` is one backslash, so the `0` after it
+/// stays a digit of the text.
+fn debug_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('\\')) => {
+                chars.next();
+                out.push('\\');
+            }
+            ('\\', Some('0')) => {
+                chars.next();
+                out.push('\u{2400}');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Checks one error: no My Number in its field, message, value, `Display` or `Debug`.
 pub fn check_error(e: &RowError) {
     assert_no_my_number("RowError.field", &e.field);
@@ -52,7 +75,7 @@ pub fn check_error(e: &RowError) {
     assert_no_my_number("RowError Display", &s);
     s.clear();
     write!(s, "{e:?}").unwrap();
-    assert_no_my_number("RowError Debug", &s);
+    assert_no_my_number("RowError Debug", &debug_text(&s));
 }
 
 /// What the `on_row` callback saw.

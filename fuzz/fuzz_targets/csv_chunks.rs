@@ -18,9 +18,15 @@ fuzz_target!(|data: &[u8]| {
             .map(|s| (s.rows, s.encoding))
             .map_err(|e| format!("{e:?}"));
         let mut chunked = Vec::new();
-        let split = pmh_loader::csv_reader::split_csv_chunks(data, &opts, chunk_bytes, || None, |batch| {
-            batch.validate(|row, r| chunked.push((row, r)));
-        })
+        let split = pmh_loader::csv_reader::split_csv_chunks(
+            data,
+            &opts,
+            chunk_bytes,
+            || None,
+            |batch| {
+                batch.validate(|row, r| chunked.push((row, r)));
+            },
+        )
         .map_err(|e| format!("{e:?}"));
         assert_eq!(split, sequential, "row count / encoding / file errors, chunks of {chunk_bytes}");
         let rows: Vec<usize> = chunked.iter().map(|(row, _)| *row).collect();

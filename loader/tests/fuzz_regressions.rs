@@ -118,3 +118,19 @@ fn cut_inputs_do_not_panic() {
         all_errors(true, CUT_JSON, &opts);
     }
 }
+
+/// Found by the `csv` target: a header whose unknown column name holds a NUL followed by 11
+/// digits, in bytes that decode only as Shift_JIS. The error names the column; its `Debug`
+/// form writes the NUL as `\0`, which the target's check first read as a twelfth digit
+/// (`065688888888` passes the check digit). The text holds no 12-digit run, so nothing is
+/// to be masked: the target's check now reads `Debug` escapes back, and the input is kept
+/// here for what it does hold (no panic, no My Number in the error's parts).
+const NUL_BEFORE_DIGITS_CSV: &[u8] = b"\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x38\x30\x30\x2c\x00\x30\xc3\x30\x30\x30\x00\x00\x00\x00\x00\x00\x00\x36\x35\x36\x38\x38\x38\x38\x38\x38\x38\x38\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\xcb\x38";
+
+#[test]
+fn a_nul_before_eleven_digits_in_a_column_name_is_no_my_number() {
+    assert_masked(false, NUL_BEFORE_DIGITS_CSV);
+    let opts = ParseOptions { encoding: Encoding::ShiftJis, municipality: None, file_name: None };
+    let errors = all_errors(false, NUL_BEFORE_DIGITS_CSV, &opts);
+    assert!(errors.iter().any(|e| e.field.contains("\u{0}65688888888")), "{errors:?}");
+}
