@@ -158,11 +158,12 @@ pub struct RocksTuning {
     pub row_cache_bytes: usize,
     /// Read table files through mmap (`allow_mmap_reads`). Default on: the holders'
     /// PlainTable lookups read records in place in the mapped files
-    /// ([`RocksTuning::holders_cf_options`]). [`RocksTuning::for_offline_tools`] turns it
-    /// off (`pmh-admin`: mapped pages count in resident memory as if the process held
-    /// them; without mmap PlainTable reads through buffers). `pmh-load` keeps it as
-    /// configured: a diff's edits read the holders, and a snapshot's ingestion scans every
-    /// key of each holders file, five times faster mapped.
+    /// ([`RocksTuning::holders_cf_options`]). `pmh-load` keeps it as configured: a diff's
+    /// edits read the holders, and a snapshot's ingestion scans every key of each holders
+    /// file, five times faster mapped. `pmh-admin` turns it off (`Config::offline_store_config`
+    /// in the loader): its `verify` reads every value, and through buffers an unreadable
+    /// page is an error it reports instead of a `SIGBUS` that ends it. Without mmap
+    /// PlainTable reads through buffers.
     pub mmap_reads: bool,
     /// Block cache implementation. Default HyperClock: lock-free lookups; the LRU cache
     /// takes a shard mutex and relinks its list on every hit, which showed up as the
@@ -289,10 +290,9 @@ impl RocksTuning {
 
     /// This tuning for a process that does not serve lookups (`pmh-load`, `pmh-admin`):
     /// no row cache, since a bulk job's batched reads would only fill it with values read
-    /// once, and no mmap reads (see [`RocksTuning::mmap_reads`]).
+    /// once. `mmap_reads` stays as configured (see [`RocksTuning::mmap_reads`]).
     pub fn for_offline_tools(mut self) -> RocksTuning {
         self.row_cache_bytes = 0;
-        self.mmap_reads = false;
         self
     }
 

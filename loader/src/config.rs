@@ -355,26 +355,27 @@ impl Config {
         }
     }
 
-    /// [`Config::store_config`] for a process that does not serve lookups (`pmh-load`,
-    /// `pmh-admin`): without the row cache and without mmap reads
-    /// ([`RocksTuning::for_offline_tools`]).
-    pub fn offline_store_config(&self) -> StoreConfig {
+    /// [`Config::store_config`] for `pmh-load` (`full`, `diff`, `install`, and the SST
+    /// options of `full --prepare`): without the row cache
+    /// ([`RocksTuning::for_offline_tools`]), with `mmap_reads` as configured. A diff reads
+    /// the holders it edits: in place through mmap its edit phase took 260 ms instead of
+    /// 455 ms for 100k rows. An ingestion reads every key of each PlainTable file to find
+    /// its largest: through buffers that took 1.7 s instead of 0.3 s at 1 M holders, 10 s
+    /// at 7.4 M (docs/benchmarks.md, tenth and eleventh rounds). The pages they touch then
+    /// count in the process's resident memory (for an ingestion, one file at a time); they
+    /// are the page cache's.
+    pub fn load_store_config(&self) -> StoreConfig {
         let mut c = self.store_config();
         c.rocks = c.rocks.for_offline_tools();
         c
     }
 
-    /// [`Config::offline_store_config`] for `pmh-load`'s writes (`full`, `diff`,
-    /// `install`), with `mmap_reads` as configured. A diff reads the holders it edits: in
-    /// place through mmap its edit phase took 260 ms instead of 455 ms for 100k rows. An
-    /// ingestion reads every key of each PlainTable file to find its largest: through
-    /// buffers that took 1.7 s instead of 0.3 s at 1 M holders, 10 s at 7.4 M
-    /// (docs/benchmarks.md, tenth and eleventh rounds). The pages they touch then count
-    /// in the process's resident memory (for an ingestion, one file at a time); they are
-    /// the page cache's.
-    pub fn load_store_config(&self) -> StoreConfig {
-        let mut c = self.offline_store_config();
-        c.rocks.mmap_reads = self.store_config().rocks.mmap_reads;
+    /// [`Config::load_store_config`] for `pmh-admin`, which reads through buffers: its
+    /// `verify` reads every value, and an unreadable page is then an error it reports
+    /// rather than a `SIGBUS` that ends it.
+    pub fn offline_store_config(&self) -> StoreConfig {
+        let mut c = self.load_store_config();
+        c.rocks.mmap_reads = false;
         c
     }
 

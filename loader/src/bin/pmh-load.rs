@@ -316,7 +316,7 @@ fn execute(
     let deriver = config.deriver().map_err(|e| LoadError::Usage(e.to_string()))?;
     if let Cmd::Full { prepare: Some(dir), allow_empty, .. } = &cli.cmd {
         let opts = LoadOptions { allow_empty: *allow_empty, ..opts.clone() };
-        let s = load::prepare(&config.offline_store_config().rocks, &deriver, files, &opts, dir, progress)?;
+        let s = load::prepare(&config.load_store_config().rocks, &deriver, files, &opts, dir, progress)?;
         return Ok(format!(
             "prepared {}: {} rows read, {} certificates of {} people ({} delete rows skipped), rejected 0",
             dir.display(),
