@@ -154,12 +154,6 @@ pub(crate) fn clean_in(s: &str, may_hold_cr: bool) -> Text<'_> {
     }
 }
 
-/// Whether UTF-8 `b` starts or ends with white space ([`char::is_whitespace`]), from the
-/// bytes alone: the white-space characters are ASCII (U+0009–U+000D, U+0020) or one of
-/// U+0085, U+00A0 (C2 85, C2 A0), U+1680 (E1 9A 80), U+2000–U+200A, U+2028, U+2029,
-/// U+202F (E2 80 80–8A, A8, A9, AF), U+205F (E2 81 9F) and U+3000 (E3 80 80). Decoding
-/// both ends of every value and looking the characters up in Unicode's table was most
-/// of [`clean_in`]'s instructions.
 /// `\r\n` and `\r` as `\n`: rare, and kept out of line so that [`clean_in`] stays small
 /// enough to be inlined into the readers (its prologue and epilogue were a fifth of its
 /// instructions).
@@ -169,6 +163,12 @@ fn normalise_line_ends(t: &str) -> String {
     t.replace("\r\n", "\n").replace('\r', "\n")
 }
 
+/// Whether UTF-8 `b` starts or ends with white space ([`char::is_whitespace`]), from the
+/// bytes alone: the white-space characters are ASCII (U+0009–U+000D, U+0020) or one of
+/// U+0085, U+00A0 (C2 85, C2 A0), U+1680 (E1 9A 80), U+2000–U+200A, U+2028, U+2029,
+/// U+202F (E2 80 80–8A, A8, A9, AF), U+205F (E2 81 9F) and U+3000 (E3 80 80). Decoding
+/// both ends of every value and looking the characters up in Unicode's table was most
+/// of [`clean_in`]'s instructions.
 #[inline]
 fn edge_white_space(b: &[u8]) -> bool {
     let ascii = |x: u8| matches!(x, b'\t'..=b'\r' | b' ');
