@@ -189,10 +189,12 @@ fn read_record<'r>(
         Encoding::Utf8 | Encoding::Auto => simdutf8::basic::from_utf8(record.as_slice()).ok(),
         Encoding::ShiftJis => None,
     };
-    // Only a quoted value can hold a line break: one search of the record (both encodings
-    // keep `\r` as the byte 0x0D) spares one for each value.
-    let cr = record.as_slice().contains(&b'\r');
+    // One scan of a UTF-8 record for control characters spares the validator one per
+    // value; a record without any holds no `\r` either. Otherwise only a quoted value can
+    // hold a line break: one search of the record (both encodings keep `\r` as the byte
+    // 0x0D) spares one for each value.
     raw.control_free = whole.is_some() && !crate::raw::has_control(record.as_slice());
+    let cr = !raw.control_free && record.as_slice().contains(&b'\r');
     for (i, (bytes, &f)) in record.iter().zip(&columns.fields).enumerate() {
         if let Some(text) = whole.and_then(|w| w.get(record.range(i)?)) {
             read_field(f, text, cr, raw, &mut copay, errs, |t| t);
