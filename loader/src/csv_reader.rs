@@ -23,6 +23,7 @@
 
 use std::io::{self, Read};
 
+use crate::csv_scan::{Fields, Plain, next_plain_record};
 use crate::error::{FIELD_FILE, FIELD_RECORD, ParseError, RowError, RowErrors};
 use crate::field::{ALL_FIELDS, COPAY_FIELDS, FIELD_COUNT, Field};
 use crate::options::{Encoding, ParseOptions, ParseSummary};
@@ -173,7 +174,7 @@ fn list_pairs<'t>(
 /// Fills `raw` from one data record. Values borrow from the record where its text is the
 /// file's own (UTF-8); a field decoded from Shift_JIS is owned.
 fn read_record<'r>(
-    record: &'r csv::ByteRecord,
+    record: &impl Fields<'r>,
     columns: &Columns,
     decoder: &Decoder,
     raw: &mut RawRecord<'r>,
@@ -183,24 +184,27 @@ fn read_record<'r>(
     let mut copay: CopayColumns<'r> = Default::default();
     let mut copay_failed = false;
     // UTF-8 is checked once for the whole record; a field is then a slice of it, which
-    // `str::get` gives only when the field starts and ends on character boundaries (a
-    // sequence split by a delimiter would make the whole valid but not the field).
+    // `str::get` gives only when the field starts and ends on character boundaries (in a
+    // `csv::ByteRecord`, whose fields lie back to back, a sequence split by a delimiter
+    // makes the whole valid but not the field).
     let whole = match decoder.encoding {
-        Encoding::Utf8 | Encoding::Auto => simdutf8::basic::from_utf8(record.as_slice()).ok(),
+        Encoding::Utf8 | Encoding::Auto => simdutf8::basic::from_utf8(record.bytes()).ok(),
         Encoding::ShiftJis => None,
     };
     // One scan of a UTF-8 record for control characters spares the validator one per
     // value; a record without any holds no `\r` either. Otherwise only a quoted value can
     // hold a line break: one search of the record (both encodings keep `\r` as the byte
     // 0x0D) spares one for each value.
-    raw.control_free = whole.is_some() && !crate::raw::has_control(record.as_slice());
-    let cr = !raw.control_free && record.as_slice().contains(&b'\r');
-    for (i, (bytes, &f)) in record.iter().zip(&columns.fields).enumerate() {
-        if let Some(text) = whole.and_then(|w| w.get(record.range(i)?)) {
+    let all = record.bytes();
+    raw.control_free = whole.is_some() && !crate::raw::has_control(all);
+    let cr = !raw.control_free && all.contains(&b'\r');
+    for (i, &f) in columns.fields.iter().enumerate().take(record.count()) {
+        let range = record.range(i);
+        if let Some(text) = whole.and_then(|w| w.get(range.clone())) {
             read_field(f, text, cr, raw, &mut copay, errs, |t| t);
             continue;
         }
-        match decoder.decode(bytes) {
+        match decoder.decode(&all[range]) {
             Ok(std::borrow::Cow::Borrowed(text)) => read_field(f, text, cr, raw, &mut copay, errs, |t| t),
             Ok(std::borrow::Cow::Owned(text)) => read_field(f, &text, cr, raw, &mut copay, errs, owned),
             Err((lossy, what)) => {
@@ -300,7 +304,7 @@ pub fn parse_csv<R: Read>(
 ) -> Result<ParseSummary, ParseError> {
     let mut summary = ParseSummary::default();
     let (_, encoding) = read_records(input, opts, |columns, decoder, row, record| {
-        let result = RecordValidator { columns, decoder, opts }.validate(row, record);
+        let result = RecordValidator { columns, decoder, opts }.validate(row, &*record);
         summary.rows += 1;
         match &result {
             Ok(_) => summary.accepted += 1,
@@ -374,15 +378,15 @@ struct RecordValidator<'a> {
 }
 
 impl RecordValidator<'_> {
-    fn validate(&self, row: usize, record: &csv::ByteRecord) -> Result<ParsedRow, Vec<RowError>> {
+    fn validate<'r>(&self, row: usize, record: impl Fields<'r>) -> Result<ParsedRow, Vec<RowError>> {
         let mut errs = RowErrors::new(self.opts.file_name.as_deref(), row);
-        if record.len() != self.columns.fields.len() {
-            let msg = format!("the row has {} field(s), the header has {}", record.len(), self.columns.fields.len());
+        if record.count() != self.columns.fields.len() {
+            let msg = format!("the row has {} field(s), the header has {}", record.count(), self.columns.fields.len());
             errs.push_named(FIELD_RECORD, "column count", msg, "");
             return Err(errs.into_sorted());
         }
         let mut raw = RawRecord::default();
-        read_record(record, self.columns, &self.decoder, &mut raw, &mut errs);
+        read_record(&record, self.columns, &self.decoder, &mut raw, &mut errs);
         validate(raw, errs, self.opts)
     }
 }
@@ -407,16 +411,41 @@ impl CsvBatch {
         if self.count == 0 {
             return;
         }
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&self.chunk[..]);
-        let mut record = csv::ByteRecord::new();
         let mut n = 0;
-        // Reading from memory cannot fail; a failure would show as a count mismatch.
-        while n < self.count && reader.read_byte_record(&mut record).unwrap_or(false) {
+        // Records without quotes are read in place; from the first with a quote on, the
+        // csv reader reads the rest of the chunk (csv_scan::next_plain_record).
+        let mut pos = 0;
+        let mut ends = Vec::with_capacity(FIELD_COUNT + 1);
+        let mut quoted = false;
+        while n < self.count {
+            let line = match next_plain_record(&self.chunk, &mut pos, &mut ends) {
+                Plain::Record(line) => line,
+                Plain::End => break,
+                Plain::Quoted => {
+                    quoted = true;
+                    break;
+                }
+            };
             let row = self.first_row + n;
-            f(row, v.validate(row, &record));
+            f(row, v.validate(row, line));
             n += 1;
         }
-        let more = n == self.count && reader.read_byte_record(&mut record).unwrap_or(false);
+        // Whether a record is left over once `count` were read.
+        let more = if quoted {
+            let mut record = csv::ByteRecord::new();
+            let mut reader =
+                csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&self.chunk[pos..]);
+            // Reading from memory cannot fail; a failure would show as a count mismatch.
+            while n < self.count && reader.read_byte_record(&mut record).unwrap_or(false) {
+                let row = self.first_row + n;
+                f(row, v.validate(row, &record));
+                n += 1;
+            }
+            n == self.count && reader.read_byte_record(&mut record).unwrap_or(false)
+        } else {
+            // A line with a quote is a record too.
+            n == self.count && !matches!(next_plain_record(&self.chunk, &mut pos, &mut ends), Plain::End)
+        };
         if n != self.count || more {
             // The splitter and the csv reader disagree on where records end: a bug, never
             // a reason to load rows out of place.

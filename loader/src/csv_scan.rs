@@ -125,6 +125,96 @@ impl Scanner {
     }
 }
 
+/// One record's fields as [`crate::csv_reader`] reads them: ranges into one byte slice.
+/// A `csv::ByteRecord` is one (its fields stored back to back), and so is a [`Line`] (a
+/// record without quotes, its fields read in place in the file's bytes).
+pub(crate) trait Fields<'r> {
+    /// The bytes the fields' ranges index.
+    fn bytes(&self) -> &'r [u8];
+    /// Number of fields.
+    fn count(&self) -> usize;
+    /// Where field `i` (< [`Fields::count`]) is in [`Fields::bytes`].
+    fn range(&self, i: usize) -> std::ops::Range<usize>;
+}
+
+impl<'r> Fields<'r> for &'r csv::ByteRecord {
+    fn bytes(&self) -> &'r [u8] {
+        self.as_slice()
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        csv::ByteRecord::range(self, i).unwrap_or(0..0)
+    }
+}
+
+/// A record without quotes, in place: its line (without the terminator) and the offset of
+/// the delimiter after each field (the line's length after the last).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Line<'r, 'e> {
+    line: &'r [u8],
+    ends: &'e [usize],
+}
+
+impl<'r> Fields<'r> for Line<'r, '_> {
+    fn bytes(&self) -> &'r [u8] {
+        self.line
+    }
+    fn count(&self) -> usize {
+        self.ends.len()
+    }
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] + 1 };
+        start..self.ends[i]
+    }
+}
+
+/// What [`next_plain_record`] found at its position.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Plain<'r, 'e> {
+    /// A record without quotes; the position is past it.
+    Record(Line<'r, 'e>),
+    /// Nothing but line ends is left.
+    End,
+    /// The next record has a quote somewhere on its first line: the caller reads the rest
+    /// with the `csv` crate's reader. The position is at that record's first byte, a
+    /// record boundary.
+    Quoted,
+}
+
+/// Reads the record at `*pos` of `bytes` (a record boundary) when its line holds no
+/// quote, as the `csv` crate's default reader would: its fields split at every `,`, the
+/// line ending at the first `\r` or `\n`, empty lines skipped. Without a quote those are
+/// all the rules there are, and a line is read in place with `memchr` where `csv_core`'s
+/// state machine takes a step per byte and copies each field (a fifth of a chunk's
+/// parsing). A line with a quote anywhere is left to the `csv` reader ([`Plain::Quoted`]),
+/// whose quoting rules then apply from that record to the end. `ends` is scratch space
+/// for the field boundaries, reused from record to record.
+pub(crate) fn next_plain_record<'r, 'e>(bytes: &'r [u8], pos: &mut usize, ends: &'e mut Vec<usize>) -> Plain<'r, 'e> {
+    loop {
+        let rest = &bytes[*pos..];
+        if rest.is_empty() {
+            return Plain::End;
+        }
+        let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+        if end == 0 {
+            // A terminator, or an empty line: no record.
+            *pos += 1;
+            continue;
+        }
+        let line = &rest[..end];
+        if memchr::memchr(b'"', line).is_some() {
+            return Plain::Quoted;
+        }
+        ends.clear();
+        ends.extend(memchr::memchr_iter(b',', line));
+        ends.push(end);
+        *pos += end;
+        return Plain::Record(Line { line, ends });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +278,61 @@ mod tests {
         }
     }
 
+    /// Records as [`next_plain_record`] reads them, the `csv` reader taking over from the
+    /// first quoted one exactly as `CsvBatch::validate` does.
+    fn plain_then_csv_records(bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let mut ends = Vec::new();
+        let mut pos = 0;
+        loop {
+            match next_plain_record(bytes, &mut pos, &mut ends) {
+                Plain::Record(line) => out.push(fields(line)),
+                Plain::End => return out,
+                Plain::Quoted => {
+                    out.extend(csv_records(&bytes[pos..]));
+                    return out;
+                }
+            }
+        }
+    }
+
+    fn fields<'r>(f: impl Fields<'r>) -> Vec<Vec<u8>> {
+        (0..f.count()).map(|i| f.bytes()[f.range(i)].to_vec()).collect()
+    }
+
+    #[test]
+    fn plain_records_agree_with_csv_on_hand_made_cases() {
+        for case in [
+            "",
+            "\n\n\r\n",
+            "a,b\nc,d\n",
+            "a,b\r\nc,d",
+            ",\n,,\r\r\n a , b \n",
+            "a,b\nc,\"d\ne\",f\ng\n",
+            "a,b\nc,d\"e\nf\n",
+            "\"unterminated\nquote",
+        ] {
+            assert_eq!(plain_then_csv_records(case.as_bytes()), csv_records(case.as_bytes()), "{case:?}");
+        }
+        // The quote-free lines before a quoted record are read by the fast path, and the
+        // quoted one is left at its first byte.
+        let mut ends = Vec::new();
+        let mut pos = 0;
+        let bytes = b"a,,bc\r\n\r\nx,\"y\n\"\n";
+        match next_plain_record(bytes, &mut pos, &mut ends) {
+            Plain::Record(line) => assert_eq!(fields(line), [&b"a"[..], b"", b"bc"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(next_plain_record(bytes, &mut pos, &mut ends), Plain::Quoted));
+        assert_eq!(pos, 9);
+        // A csv::ByteRecord gives the same view of its fields.
+        let mut rec = csv::ByteRecord::new();
+        rec.push_field(b"a");
+        rec.push_field(b"");
+        rec.push_field(b"bc");
+        assert_eq!(fields(&rec), [&b"a"[..], b"", b"bc"]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
         #[test]
@@ -196,6 +341,17 @@ mod tests {
             step in 1usize..40,
         ) {
             check(&bytes, step);
+        }
+
+        #[test]
+        fn plain_records_agree_with_csv_on_random_input(
+            // Quotes rarer than the other bytes, so that most inputs have quote-free
+            // records before the first quoted one.
+            bytes in proptest::collection::vec(prop_oneof![
+                8 => Just(b'a'), 3 => Just(b','), 1 => Just(b'"'), 2 => Just(b'\r'), 2 => Just(b'\n'), 1 => Just(0xE3u8),
+            ], 0..120),
+        ) {
+            prop_assert_eq!(plain_then_csv_records(&bytes), csv_records(&bytes));
         }
     }
 }
