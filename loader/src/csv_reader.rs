@@ -1,8 +1,10 @@
 //! The CSV reader: a header row, then one record per row, streamed from any [`Read`].
 //!
 //! ## Why fields are decoded one by one
-//! The `csv` crate splits the raw bytes into records and fields, and each field is then
-//! decoded on its own (UTF-8 or Shift_JIS). That is sound for Shift_JIS because its
+//! The `csv` crate splits the raw bytes into records and fields (in the chunks of a full
+//! load or a diff, a record without quotes is split in place:
+//! `csv_scan::next_plain_record`), and each field is then decoded on its own (UTF-8 or
+//! Shift_JIS). That is sound for Shift_JIS because its
 //! two-byte characters never contain the bytes CSV syntax uses (trail bytes are
 //! 0x40–0x7E and 0x80–0xFC; `,` `"` CR LF are below 0x40), and it buys two things a
 //! decoding `Read` wrapper cannot give: a byte that does not decode is reported with its
