@@ -25,7 +25,7 @@
 
 use std::io::{self, Read};
 
-use crate::csv_scan::{Fields, Plain, next_plain_record};
+use crate::csv_scan::{Fields, Plain, csv_reader, next_plain_record};
 use crate::error::{FIELD_FILE, FIELD_RECORD, ParseError, RowError, RowErrors};
 use crate::field::{ALL_FIELDS, COPAY_FIELDS, FIELD_COUNT, Field};
 use crate::options::{Encoding, ParseOptions, ParseSummary};
@@ -352,7 +352,7 @@ fn read_records<R: Read>(
 ) -> Result<(usize, Encoding), ParseError> {
     let (bom, input) = strip_bom(input)?;
     let mut decoder = Decoder { encoding: file_encoding(bom, opts)? };
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
+    let mut reader = csv_reader(input);
     let mut record = csv::ByteRecord::new();
     if !read(&mut reader, &mut record)? {
         return Err(empty_file(opts));
@@ -435,8 +435,7 @@ impl CsvBatch {
         // Whether a record is left over once `count` were read.
         let more = if quoted {
             let mut record = csv::ByteRecord::new();
-            let mut reader =
-                csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&self.chunk[pos..]);
+            let mut reader = csv_reader(&self.chunk[pos..]);
             // Reading from memory cannot fail; a failure would show as a count mismatch.
             while n < self.count && reader.read_byte_record(&mut record).unwrap_or(false) {
                 let row = self.first_row + n;
@@ -505,7 +504,7 @@ pub fn split_csv_chunks<R: Read>(
             let target = buf.len() + chunk_bytes;
             eof = fill(&mut input, &mut buf, target)?;
         }
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&buf[..]);
+        let mut reader = csv_reader(&buf[..]);
         if !read(&mut reader, &mut header)? {
             if eof {
                 return Err(empty_file(opts));
@@ -531,7 +530,7 @@ pub fn split_csv_chunks<R: Read>(
         }
         if decoder.encoding == Encoding::Auto && !bytes.is_ascii() {
             // Settle on the first non-ASCII record, as the record loop does.
-            let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
+            let mut r = csv_reader(bytes);
             let mut record = csv::ByteRecord::new();
             while decoder.encoding == Encoding::Auto && r.read_byte_record(&mut record).unwrap_or(false) {
                 decoder.settle(&record);

@@ -1,13 +1,25 @@
 //! Finding CSV record boundaries without parsing fields, so that a file can be cut into
-//! chunks that separate threads parse on their own.
+//! chunks that separate threads parse on their own; and reading a record without quotes
+//! in place ([`next_plain_record`]), so that those threads need the `csv` reader only
+//! from a chunk's first quoted record.
 //!
-//! The scanner follows exactly the record rules of `csv_core` as the `csv` crate's default
-//! reader uses them (delimiter `,`, quote `"` recognised only at the start of a field,
+//! Both follow exactly the record rules of `csv_core` as [`csv_reader`] configures the
+//! `csv` crate's reader (delimiter `,`, quote `"` recognised only at the start of a field,
 //! doubled quotes inside a quoted field, no escape or comment character, terminators
 //! `\r`, `\n` and `\r\n`, empty lines skipped): a quote inside an unquoted field is a
 //! literal character, and a line break inside a quoted field is data. It only stops at
 //! quotes and line ends (`memchr`), so it runs at several GB/s on ordinary files. Tests
-//! compare it with the `csv` crate on random inputs made of the bytes that matter.
+//! compare both with that reader on random inputs made of the bytes that matter.
+
+use std::io::Read;
+
+/// The `csv` reader every CSV path of the loader uses, and whose rules this module
+/// follows: no header handling (the loader reads the header row itself), any number of
+/// fields per record (a wrong count is reported per row), everything else the crate's
+/// defaults. Changing it means changing the scanner and [`next_plain_record`] too.
+pub(crate) fn csv_reader<R: Read>(input: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input)
+}
 
 /// Where the scanner is, between calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +199,7 @@ pub(crate) enum Plain<'r, 'e> {
 /// quote, as the `csv` crate's default reader would: its fields split at every `,`, the
 /// line ending at the first `\r` or `\n`, empty lines skipped. Without a quote those are
 /// all the rules there are, and a line is read in place with `memchr` where `csv_core`'s
-/// state machine takes a step per byte and copies each field (a fifth of a chunk's
+/// state machine takes a step per byte and copies each field (a sixth of a chunk's
 /// parsing). A line with a quote anywhere is left to the `csv` reader ([`Plain::Quoted`]),
 /// whose quoting rules then apply from that record to the end. `ends` is scratch space
 /// for the field boundaries, reused from record to record.
@@ -222,7 +234,7 @@ mod tests {
 
     /// Records as the `csv` crate's default reader reads them.
     fn csv_records(bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {
-        let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
+        let mut r = csv_reader(bytes);
         let mut out = Vec::new();
         let mut rec = csv::ByteRecord::new();
         while r.read_byte_record(&mut rec).expect("in-memory read") {
