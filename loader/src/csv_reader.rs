@@ -607,3 +607,50 @@ fn read<R: Read>(reader: &mut csv::Reader<R>, record: &mut csv::ByteRecord) -> R
         other => ParseError::Io(io::Error::other(format!("csv: {other:?}"))),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one batch `split_csv_chunks` makes of `input`.
+    fn one_batch(input: &str) -> CsvBatch {
+        let mut batches = Vec::new();
+        split_csv_chunks(input.as_bytes(), &ParseOptions::default(), 1 << 16, || None, |b| batches.push(b))
+            .expect("a readable file");
+        assert_eq!(batches.len(), 1);
+        batches.pop().unwrap()
+    }
+
+    /// Rows `validate` reports, and for each whether it is the splitting error.
+    fn outcome(batch: &CsvBatch) -> Vec<(usize, bool)> {
+        let mut out = Vec::new();
+        batch.validate(|row, r| {
+            let split_error = matches!(&r, Err(e) if e.iter().any(|e| e.rule == "record boundaries"));
+            out.push((row, split_error));
+        });
+        out
+    }
+
+    /// A batch whose record count disagrees with its bytes (a splitter bug) ends with an
+    /// error row, never with rows quietly dropped or added: with the records split in place
+    /// and with the csv reader reading after a quote, for one record too many or too few.
+    #[test]
+    fn a_record_count_that_disagrees_with_the_bytes_is_reported() {
+        // The required columns; the rows' values do not matter here (their own errors are
+        // not the splitting error).
+        let header = "municipalityCode,orgSpecificCertificateTypeId,myNumber,isNotDisclosed,\
+            medicalSubsidyInsurerNumber,certificationName,medicalSubsidyRecipientNumber,validFrom,validTo,\
+            historyKey,isDeleted";
+        for rows in ["a,b\nc,d\ne,f\n", "a,b\n\"c\",d\ne,f\n"] {
+            let input = format!("{header}\n{rows}");
+            let input = input.as_str();
+            let mut batch = one_batch(input);
+            assert_eq!(batch.len(), 3);
+            assert_eq!(outcome(&batch).iter().filter(|(_, e)| *e).count(), 0, "{input:?} as split");
+            batch.count = 2;
+            assert_eq!(outcome(&batch).last(), Some(&(3, true)), "{input:?} with a record left over");
+            batch.count = 4;
+            assert_eq!(outcome(&batch).last(), Some(&(4, true)), "{input:?} with a record missing");
+        }
+    }
+}

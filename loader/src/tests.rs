@@ -951,6 +951,40 @@ fn chunked_splitting_reads_every_awkward_file_like_the_record_loop() {
     }
 }
 
+/// A record split in place is checked for UTF-8 as a whole line, delimiters included; a
+/// `csv::ByteRecord` as its fields back to back. A sequence cut by a delimiter is valid
+/// in the second and not in the first, and must be an encoding error in the field either
+/// way: in unquoted records (split in place), and after a quoted one (the csv reader).
+#[test]
+fn a_utf8_sequence_cut_by_a_delimiter_is_an_encoding_error_in_both_csv_paths() {
+    let a = minimal_row("123456789018");
+    let b = minimal_row("234567890121");
+    let mut input = format!("{MINIMAL_HEADER},basicFiveInfo.name,basicFiveInfo.address\n").into_bytes();
+    for (row, rest) in [
+        (&a, &b",\xE3\x81,\x82\n"[..]),
+        (&b, b",\xE3\x81,\x82\n"),
+        (&a, b",\"\xE3\x81\",\x82\n"),
+        (&b, b",\xE3\x81,\x82\n"),
+    ] {
+        input.extend_from_slice(row.as_bytes());
+        input.extend_from_slice(rest);
+    }
+    let opts = ParseOptions { encoding: Encoding::Utf8, ..Default::default() };
+    let (whole, want) = collect(Format::Csv, &input, &opts);
+    assert_eq!(whole.map(|s| s.rows).map_err(|e| format!("{e:?}")), Ok(4));
+    for (i, row) in want.iter().enumerate() {
+        let errs = row.as_ref().expect_err("a value that is not UTF-8");
+        for field in ["basicFiveInfo.name", "basicFiveInfo.address"] {
+            assert!(errs.iter().any(|e| e.field == field && e.rule == "encoding"), "row {} {field}: {errs:?}", i + 1);
+        }
+    }
+    for chunk_bytes in [1, 7, 64, 1 << 16] {
+        let (got, rows) = chunked_rows(&input, &opts, chunk_bytes);
+        assert_eq!(got, Ok((4, Encoding::Utf8)), "chunks of {chunk_bytes}");
+        assert_eq!(rows, want, "chunks of {chunk_bytes}");
+    }
+}
+
 #[test]
 fn parallel_diff_parsing_gives_the_changes_and_errors_of_the_sequential_parse() {
     let deriver = PmhIdDeriver::new(b"parallel diff test");
