@@ -273,6 +273,10 @@ impl RocksTuning {
         // path is already single-threaded (the access-log writer, the change-set lock).
         o.set_allow_concurrent_memtable_write(false);
         o.set_keep_log_file_num(10);
+        // The WAL is handed to the kernel's writeback every megabyte as it is written, so
+        // the sync that ends a large batch (a diff's or a full upload's, tens of MB) waits
+        // only for the last of it.
+        o.set_wal_bytes_per_sync(1 << 20);
         // PlainTable (the holders) reads in place through mmap. The block-based families
         // then read blocks from the mapping too, and still cache them.
         o.set_allow_mmap_reads(self.mmap_reads);
