@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use parking_lot::Mutex;
 use rocksdb::WriteBatch;
 
 use crate::error::{ChangeError, ChangeProblem, Error, storage};
@@ -339,30 +340,32 @@ fn route<'a>(parts: &mut [Vec<BucketEdit<'a>>], bounds: &[StoreKey], e: BucketEd
     parts[part].push(e);
 }
 
-/// A part's buckets, encoded one after another into one buffer: per key, the range of its
-/// new value, or `None` when the bucket is left empty (its key is deleted).
-struct Encoded {
-    bytes: Vec<u8>,
-    buckets: Vec<(StoreKey, Option<std::ops::Range<usize>>)>,
-}
-
-/// Applies one part's edits (every edit of a key is in the same part, in change-set order):
-/// in key order, each bucket is read and its new value written by copying certificate
-/// archives, the unchanged ones straight from the old value — nothing is decoded or
-/// re-serialised.
+/// Applies one part's edits (every edit of a key is in the same part, in change-set order)
+/// and puts the new buckets into `batch`: in key order, each bucket is read and its new
+/// value written by copying certificate archives, the unchanged ones straight from the old
+/// value — nothing is decoded or re-serialised. A window's values are encoded into one
+/// buffer, reused for the next window, and copied into the batch under its lock, so the
+/// parts fill the one batch while they edit: the batch is not built afterwards on one
+/// thread from a second copy of every value. Returns the number of buckets put.
 fn edit_buckets(
     db: &rocksdb::DB,
     cf: &rocksdb::ColumnFamily,
     mut edits: Vec<BucketEdit<'_>>,
-) -> Result<Encoded, Error> {
+    batch: &Mutex<WriteBatch>,
+) -> Result<usize, Error> {
     // Stable: the change set's order within a key is kept.
     edits.sort_by_key(|e| e.key);
     let mut keys: Vec<StoreKey> = edits.iter().map(|e| e.key).collect();
     keys.dedup();
-    let mut out = Encoded { bytes: Vec::with_capacity(keys.len() * 1024), buckets: Vec::with_capacity(keys.len()) };
+    // Per key of a window: the range of its new value in `bytes`, or `None` when the
+    // bucket is left empty (its key is deleted).
+    let mut bytes = Vec::new();
+    let mut buckets: Vec<(StoreKey, Option<std::ops::Range<usize>>)> = Vec::with_capacity(READ_WINDOW);
     let mut next = edits.iter().peekable();
     let ro = bulk_read_options();
     for window in keys.chunks(READ_WINDOW) {
+        bytes.clear();
+        buckets.clear();
         let raw: Vec<[u8; 16]> = window.iter().map(|k| k.0).collect();
         let values: Vec<Option<rocksdb::DBPinnableSlice<'_>>> =
             db.batched_multi_get_cf_opt(cf, &raw, true, &ro).into_iter().collect::<Result<_, _>>().map_err(storage)?;
@@ -381,20 +384,28 @@ fn edit_buckets(
             while let Some(edit) = next.next_if(|e| e.key == key) {
                 edit.apply(&mut flat);
             }
-            let mut enc = BucketEncoder::begin(&out.bytes);
+            let mut enc = BucketEncoder::begin(&bytes);
             let mut last = None;
             for (pmh, archive) in &flat {
                 if last != Some(pmh) {
                     enc.holder(pmh);
                     last = Some(pmh);
                 }
-                enc.certificate_trusted(&mut out.bytes, archive)
+                enc.certificate_trusted(&mut bytes, archive)
                     .map_err(|e| Error::Corrupt(format!("holder {}: {e}", hex(&key.0))))?;
             }
-            out.buckets.push((key, enc.finish(&mut out.bytes)));
+            buckets.push((key, enc.finish(&mut bytes)));
+        }
+        drop(values);
+        let mut batch = batch.lock();
+        for (key, range) in &buckets {
+            match range {
+                None => batch.delete_cf(cf, key.0),
+                Some(r) => batch.put_cf(cf, key.0, &bytes[r.clone()]),
+            }
         }
     }
-    Ok(out)
+    Ok(keys.len())
 }
 
 /// Each upsert's certificate archived once, on every core: per contiguous chunk of the
@@ -425,6 +436,11 @@ impl Archives {
             Ok((arena, at))
         })?;
         Ok(Archives { chunk, parts })
+    }
+
+    /// The archives' bytes, all chunks together.
+    fn bytes(&self) -> usize {
+        self.parts.iter().map(|(arena, _)| arena.len()).sum()
     }
 
     /// The digest and archive of change `i`, if it is an upsert.
@@ -579,48 +595,47 @@ impl Store {
             sum.deleted += 1;
         }
 
-        // The parts are edited on one thread each while this thread puts the source-index
-        // writes in key order (the memtable's skiplist inserts a run of ascending keys from
-        // where the last one went; random keys each search from the top).
+        // Sized up front: a batch grown by doubling copies itself and faults in fresh pages
+        // each time (a quarter of a 100k-row diff's CPU, when it did). The new holder values
+        // are not known before they are edited; each is about the archives put into it
+        // plus the certificates it keeps, so twice the archives' bytes covers a generated
+        // diff (60 MB of values for 36 MB of archives at 10 M). Beyond the estimate the
+        // batch grows once, which costs time, not correctness.
+        let key_count = source_ops.len() + changes.len() + unlisted.len();
+        let estimate = 2 * archives.bytes()
+            + source_ops.iter().map(|(k, _)| k.len()).sum::<usize>()
+            + key_count * (SOURCE_VALUE_LEN + 32);
+        let batch = Mutex::new(WriteBatch::with_capacity_bytes(estimate));
+
+        // The parts are edited on one thread each, each putting its buckets into the batch
+        // as it goes, while this thread first puts the source-index writes in key order
+        // (the memtable's skiplist inserts a run of ascending keys from where the last one
+        // went; random keys each search from the top) and then edits the first part.
         let db = &self.db;
-        let (encoded, source_ops) = std::thread::scope(|scope| {
+        let buckets = std::thread::scope(|scope| {
             let mut parts = parts.into_iter().filter(|p| !p.is_empty());
             let first = parts.next();
-            let handles: Vec<_> = parts.map(|p| scope.spawn(move || edit_buckets(db, holders_cf, p))).collect();
+            let batch = &batch;
+            let handles: Vec<_> = parts.map(|p| scope.spawn(move || edit_buckets(db, holders_cf, p, batch))).collect();
+            let mut buckets = Vec::with_capacity(handles.len() + 1);
+            buckets.extend(first.map(|p| edit_buckets(db, holders_cf, p, batch)));
             // Identities are unique within a set (validated), so the order is total.
             source_ops.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut encoded = Vec::with_capacity(handles.len() + 1);
-            encoded.extend(first.map(|p| edit_buckets(db, holders_cf, p)));
-            encoded.extend(handles.into_iter().map(join));
-            (encoded.into_iter().collect::<Result<Vec<Encoded>, Error>>(), source_ops)
-        });
-        let encoded = encoded?;
-        let edited = started.elapsed();
-
-        // Sized up front: a batch grown by doubling copied itself repeatedly and faulted in
-        // fresh pages each time (a quarter of a 100k-row diff's CPU).
-        let value_bytes: usize = encoded.iter().map(|e| e.bytes.len()).sum();
-        let buckets: usize = encoded.iter().map(|e| e.buckets.len()).sum();
-        let key_count = source_ops.len() + buckets;
-        let mut batch = WriteBatch::with_capacity_bytes(
-            value_bytes + source_ops.iter().map(|(k, _)| k.len()).sum::<usize>() + key_count * (SOURCE_VALUE_LEN + 32),
-        );
-        for (k, v) in &source_ops {
-            match v {
-                Some(v) => batch.put_cf(source_cf, k, v),
-                None => batch.delete_cf(source_cf, k),
-            }
-        }
-        drop(source_ops);
-        for part in &encoded {
-            for (key, range) in &part.buckets {
-                match range {
-                    None => batch.delete_cf(holders_cf, key.0),
-                    Some(r) => batch.put_cf(holders_cf, key.0, &part.bytes[r.clone()]),
+            {
+                let mut batch = batch.lock();
+                for (k, v) in &source_ops {
+                    match v {
+                        Some(v) => batch.put_cf(source_cf, k, v),
+                        None => batch.delete_cf(source_cf, k),
+                    }
                 }
             }
-        }
-        drop(encoded);
+            buckets.extend(handles.into_iter().map(join));
+            buckets.into_iter().sum::<Result<usize, Error>>()
+        })?;
+        drop(source_ops);
+        let mut batch = batch.into_inner();
+        let edited = started.elapsed();
         let journal_cf = self.cf(JOURNAL)?;
         for (k, v) in journal(&sum) {
             batch.put_cf(journal_cf, k, v);
@@ -634,6 +649,7 @@ impl Store {
             rows = sum.inserted + sum.updated + sum.deleted + sum.unchanged,
             keys = buckets,
             batch_bytes,
+            estimate,
             source_ms = sourced.as_millis() as u64,
             archive_ms = (read - sourced).as_millis() as u64,
             edit_ms = (edited - read).as_millis() as u64,
