@@ -179,12 +179,7 @@ fn validate_keyed(changes: &[Change], mode: ApplyMode) -> Result<Keyed, Error> {
         let mut problems = Vec::new();
         for (i, ch) in part.iter().enumerate() {
             keys.push(ch.index_key());
-            problems.extend(own_problems(ch, mode).into_iter().map(|(field, rule, message)| ChangeProblem {
-                index: i,
-                field,
-                rule,
-                message,
-            }));
+            problems.extend(own_problems(i, ch, mode));
         }
         let mut order: Vec<usize> = (0..part.len()).collect();
         order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]).then(a.cmp(&b)));
@@ -204,7 +199,7 @@ fn validate_keyed(changes: &[Change], mode: ApplyMode) -> Result<Keyed, Error> {
     }
     // Equal keys end up next to each other in change-set order, so each repeat is reported
     // with the change just before it, in the order of the later change.
-    let mut repeats: Vec<ChangeProblem> = order
+    let repeats: Vec<ChangeProblem> = order
         .windows(2)
         .filter(|w| keys[w[0]] == keys[w[1]])
         .map(|w| {
@@ -225,8 +220,7 @@ fn validate_keyed(changes: &[Change], mode: ApplyMode) -> Result<Keyed, Error> {
         return Ok(Keyed { keys, order });
     }
     // Every problem of a change together, in change-set order; a change's own problems
-    // before its repeat (stable sort).
-    repeats.sort_unstable_by_key(|p| p.index);
+    // before its repeat (a stable sort; a change repeats at most one other).
     problems.extend(repeats);
     problems.sort_by_key(|p| p.index);
     Err(Error::Rejected(ChangeError { problems }))
@@ -251,8 +245,8 @@ fn merge_orders(
 }
 
 /// The problems of one change on its own: its certificate's invariants, and in a full
-/// upload its municipality. (field, rule, message) each.
-fn own_problems(ch: &Change, mode: ApplyMode) -> Vec<(&'static str, &'static str, String)> {
+/// upload its municipality; `index` is the change's place in its set.
+fn own_problems(index: usize, ch: &Change, mode: ApplyMode) -> Vec<ChangeProblem> {
     let mut found = Vec::new();
     if let Change::Upsert { certificate, .. } = ch
         && let Err(e) = certificate.check()
@@ -262,17 +256,18 @@ fn own_problems(ch: &Change, mode: ApplyMode) -> Vec<(&'static str, &'static str
             crate::record::CertificateError::BadIdentity => "historyKey",
             crate::record::CertificateError::BadMunicipality => "municipalityCode",
         };
-        found.push((field, "certificate invariant", e.to_string()));
+        found.push(ChangeProblem { index, field, rule: "certificate invariant", message: e.to_string() });
     }
     let municipality = ch.municipality_code();
     if let ApplyMode::ReplaceMunicipality(m) = mode
         && municipality != m
     {
-        found.push((
-            "municipalityCode",
-            "own municipality only",
-            format!("certificate of municipality {municipality:06} in a full upload for {m:06}"),
-        ));
+        found.push(ChangeProblem {
+            index,
+            field: "municipalityCode",
+            rule: "own municipality only",
+            message: format!("certificate of municipality {municipality:06} in a full upload for {m:06}"),
+        });
     }
     found
 }
