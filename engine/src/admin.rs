@@ -100,6 +100,22 @@ impl Store {
         })
     }
 
+    /// Writes every column family's memtable to a table file and waits for it, so that
+    /// nothing is left for the next open to replay from the write-ahead log.
+    ///
+    /// For a process about to close the store after large writes (`pmh-load diff`): a
+    /// 100,000-row diff of a 10 M store leaves 63 MB in the log, and replaying it made the
+    /// next open 0.77 s slower (the replay copies it three times into fresh memory, then
+    /// flushes it anyway). Flushing before closing writes the same files once, on both
+    /// background threads at a time. A serving store has no need for it: its memtables are
+    /// flushed as they fill.
+    pub fn persist(&self) -> Result<(), Error> {
+        let cfs = ALL_CFS.iter().map(|name| self.cf(name)).collect::<Result<Vec<_>, _>>()?;
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(true);
+        self.db.flush_cfs_opt(&cfs, &fo).map_err(storage)
+    }
+
     /// Compacts every column family fully (after a large diff, or to reclaim space).
     pub fn compact(&self) -> Result<(), Error> {
         for name in ALL_CFS {

@@ -260,6 +260,13 @@ pub fn diff(
             Err(e) => return Err((done, e.into())),
         }
     }
+    if !done.is_empty() {
+        progress.stage("persist");
+        // The files are applied (their batches are in the log) whatever happens here.
+        if let Err(e) = store.persist() {
+            return Err((done, e.into()));
+        }
+    }
     Ok(done)
 }
 
