@@ -912,13 +912,17 @@ fn a_change_set_edited_on_every_core_ends_exactly_as_one_applied_row_by_row() {
     // leave every holder with the same certificates in the same order: certificates moved
     // between people (a removal in one part, an insertion in another), deletes, content
     // updates and new certificates, with and without store-key collisions.
-    for key_fn in [None, Some(colliding_key as fn(&PmhId) -> StoreKey)] {
+    // And with the store taken as cold, when the sets are read and edited on more threads
+    // than cores.
+    let key_fns = [None, Some(colliding_key as fn(&PmhId) -> StoreKey)];
+    for (key_fn, cold) in key_fns.into_iter().flat_map(|k| [(k, false), (k, true)]) {
         let open = |dir: &std::path::Path| match key_fn {
             None => Store::open(dir, config()).unwrap(),
             Some(f) => Store::open_with_key_fn(dir, config(), f).unwrap(),
         };
         let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (whole, rows) = (open(da.path()), open(db.path()));
+        whole.assume_cold_reads(cold);
         let n = match key_fn {
             None => 6_000usize,
             Some(_) => 300, // one bucket holds everyone: keep its rewriting cheap
@@ -959,7 +963,7 @@ fn a_change_set_edited_on_every_core_ends_exactly_as_one_applied_row_by_row() {
         let (a, b) = (holdings(&whole, &people), holdings(&rows, &people));
         assert_eq!(a.len(), n);
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert_eq!(x, y, "person {i} (colliding keys: {})", key_fn.is_some());
+            assert_eq!(x, y, "person {i} (colliding keys: {}, cold: {cold})", key_fn.is_some());
         }
         // Spot checks that the edits happened at all: H0 moved from person 0 to person 3,
         // who gained X0; person 2's H2 was renamed; person 1's H1 was deleted.

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
 use parking_lot::Mutex;
 use rocksdb::{
@@ -78,6 +78,8 @@ pub struct Store {
     pub(crate) clients: Arc<Clients>,
     pub(crate) config: StoreConfig,
     pub(crate) key_fn: KeyFn,
+    /// Change sets take their reads as going to the disk whatever they measure (tests).
+    pub(crate) cold_reads: AtomicBool,
     pub(crate) path: PathBuf,
     _cache: Cache,
     /// RocksDB's row cache, if configured (its usage is reported in stats).
@@ -148,6 +150,7 @@ impl Store {
             clients,
             config,
             key_fn,
+            cold_reads: AtomicBool::new(false),
             path,
             _cache: cache,
             row_cache,
@@ -178,6 +181,14 @@ impl Store {
     /// The directory of this store.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Makes change sets treat their reads as going to the disk, as they do when the store
+    /// is not in the page cache (more threads than cores, see `COLD_READ_THREADS` in
+    /// `change.rs`). Only tests use this, to cover that path on a store in memory.
+    #[doc(hidden)]
+    pub fn assume_cold_reads(&self, cold: bool) {
+        self.cold_reads.store(cold, Ordering::Relaxed);
     }
 
     /// The store configuration it was opened with.
