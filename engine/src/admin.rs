@@ -105,10 +105,10 @@ impl Store {
     ///
     /// For a process about to close the store after large writes (`pmh-load diff`): a
     /// 100,000-row diff of a 10 M store leaves 63 MB in the log, and replaying it made the
-    /// next open 0.77 s slower (the replay copies it three times into fresh memory, then
-    /// flushes it anyway). Flushing before closing writes the same files once, on both
-    /// background threads at a time. A serving store has no need for it: its memtables are
-    /// flushed as they fill.
+    /// next open 0.5 s slower (the replay copies it into fresh memory three times, then
+    /// flushes it anyway). Flushing before closing writes the same table files without
+    /// the replay. A serving store has no need for it: its memtables are flushed as they
+    /// fill.
     pub fn persist(&self) -> Result<(), Error> {
         let cfs = ALL_CFS.iter().map(|name| self.cf(name)).collect::<Result<Vec<_>, _>>()?;
         let mut fo = rocksdb::FlushOptions::default();
