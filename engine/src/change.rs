@@ -306,7 +306,8 @@ fn threads_for(items: usize) -> usize {
 const COLD_READ_THREADS: usize = 32;
 
 /// Blocks (512 bytes) this thread has read from storage: page faults of mapped files and
-/// buffered reads that missed the page cache.
+/// buffered reads that missed the page cache. A kernel without per-task I/O accounting
+/// reports 0, and change sets then keep one thread per core, as they did before.
 fn blocks_read() -> u64 {
     let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: `getrusage` fills the struct it is given; on failure it stays zeroed.
