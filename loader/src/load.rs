@@ -217,7 +217,11 @@ fn collect_parse_error(
     }
 }
 
-/// Applies differential files, each atomically, in order.
+/// Applies differential files, each atomically, in order. A file that fails stops the
+/// run: the files before it stay applied and are returned with the error.
+///
+/// When the run ends, however it ends, the memtables are flushed ([`Store::persist`]), so
+/// the applied files are in table files and the next open has no log to replay.
 pub fn diff(
     store: &Store,
     deriver: &PmhIdDeriver,
@@ -226,48 +230,67 @@ pub fn diff(
     progress: &dyn Progress,
 ) -> Result<Vec<DiffSummary>, (Vec<DiffSummary>, LoadError)> {
     let mut done = Vec::new();
+    let mut failed = None;
     for path in files {
-        progress.stage(&format!("diff {}", path.display()));
-        let reader = match open(path, progress) {
-            Ok(r) => r,
-            Err(e) => return Err((done, e)),
-        };
-        let (row_of, changes) =
-            match parse_changes(format_of(path, opts), reader, &parse_options(path, opts), deriver, opts.threads) {
-                Ok(parsed) => parsed,
-                Err(crate::ParseError::Invalid(e)) => return Err((done, LoadError::Rejected(e))),
-                Err(crate::ParseError::Io(e)) => return Err((done, io_err(path, e))),
-            };
-        progress.rows(changes.len() as u64);
-        let n = changes.len() as u64;
-        match store.apply(changes, ApplyMode::Diff) {
-            Ok(applied) => done.push(DiffSummary { file: path.clone(), rows: n, applied }),
-            Err(pmh_engine::Error::Rejected(e)) => {
-                let errors = e
-                    .problems
-                    .into_iter()
-                    .map(|p| RowError {
-                        file: Some(path.display().to_string()),
-                        row: row_of.get(p.index).copied().unwrap_or(0),
-                        field: p.field.to_string(),
-                        rule: p.rule,
-                        message: p.message,
-                        value: String::new(),
-                    })
-                    .collect();
-                return Err((done, LoadError::Rejected(errors)));
+        match diff_file(store, deriver, path, opts, progress) {
+            Ok(summary) => done.push(summary),
+            Err(e) => {
+                failed = Some(e);
+                break;
             }
-            Err(e) => return Err((done, e.into())),
         }
     }
     if !done.is_empty() {
         progress.stage("persist");
         // The files are applied (their batches are in the log) whatever happens here.
         if let Err(e) = store.persist() {
-            return Err((done, e.into()));
+            match &failed {
+                None => failed = Some(e.into()),
+                Some(first) => tracing::warn!(error = %e, "flush after a failed diff run ({first})"),
+            }
         }
     }
-    Ok(done)
+    match failed {
+        None => Ok(done),
+        Some(e) => Err((done, e)),
+    }
+}
+
+/// Parses and applies one differential file as one change set.
+fn diff_file(
+    store: &Store,
+    deriver: &PmhIdDeriver,
+    path: &Path,
+    opts: &LoadOptions,
+    progress: &dyn Progress,
+) -> Result<DiffSummary, LoadError> {
+    progress.stage(&format!("diff {}", path.display()));
+    let reader = open(path, progress)?;
+    let (row_of, changes) =
+        match parse_changes(format_of(path, opts), reader, &parse_options(path, opts), deriver, opts.threads) {
+            Ok(parsed) => parsed,
+            Err(crate::ParseError::Invalid(e)) => return Err(LoadError::Rejected(e)),
+            Err(crate::ParseError::Io(e)) => return Err(io_err(path, e)),
+        };
+    progress.rows(changes.len() as u64);
+    let n = changes.len() as u64;
+    match store.apply(changes, ApplyMode::Diff) {
+        Ok(applied) => Ok(DiffSummary { file: path.to_path_buf(), rows: n, applied }),
+        Err(pmh_engine::Error::Rejected(e)) => Err(LoadError::Rejected(
+            e.problems
+                .into_iter()
+                .map(|p| RowError {
+                    file: Some(path.display().to_string()),
+                    row: row_of.get(p.index).copied().unwrap_or(0),
+                    field: p.field.to_string(),
+                    rule: p.rule,
+                    message: p.message,
+                    value: String::new(),
+                })
+                .collect(),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Parses a whole differential file into engine changes, all or nothing (as

@@ -88,6 +88,25 @@ fn full_then_diff_twice_with_summaries() {
     assert!(text(&missing.stderr).contains("/no/such/file.csv"));
 }
 
+#[test]
+fn a_rejected_file_stops_a_diff_run_and_the_files_before_it_stay_applied_and_flushed() {
+    let t = tempfile::tempdir().expect("tmp");
+    let cfg = config(t.path());
+    let out = pmh_load(&cfg, &["--quiet", "full", &data("sample-utf8.csv").display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (diff, bad) = (data("sample-diff.csv").display().to_string(), data("bad-rows.csv").display().to_string());
+    let run = pmh_load(&cfg, &["--quiet", "diff", &diff, &bad]);
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    let err = text(&run.stderr);
+    assert!(err.contains("applied before the failure: diff: 1 file(s)"), "{err}");
+    // The applied file is in table files even though the run failed.
+    assert_eq!(wal_bytes(&t.path().join("store")), 0, "the applied file was left in the write-ahead log");
+    // And it is applied: the same file again changes nothing.
+    let again = pmh_load(&cfg, &["--quiet", "diff", &diff]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("inserted 0, updated 0, deleted 0"), "{}", text(&again.stdout));
+}
+
 /// Bytes in the store's write-ahead log files.
 fn wal_bytes(store: &Path) -> u64 {
     std::fs::read_dir(store)
