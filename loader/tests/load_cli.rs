@@ -44,12 +44,19 @@ fn check_reports_every_bad_row_and_exits_1() {
     assert!(!t.path().join("store").exists(), "check must not create a store");
 }
 
-#[test]
-fn full_then_diff_twice_with_summaries() {
+/// A store in a temporary directory with the UTF-8 sample loaded (`--quiet full`), its
+/// configuration, and the load's output.
+fn sample_store() -> (tempfile::TempDir, PathBuf, std::process::Output) {
     let t = tempfile::tempdir().expect("tmp");
     let cfg = config(t.path());
     let out = pmh_load(&cfg, &["--quiet", "full", &data("sample-utf8.csv").display().to_string()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    (t, cfg, out)
+}
+
+#[test]
+fn full_then_diff_twice_with_summaries() {
+    let (t, cfg, out) = sample_store();
     let s = text(&out.stdout);
     assert!(s.starts_with("full load: ") && s.contains("rows/s"), "{s}");
     // "…, generation 1 (serving after 0.1 s), 0.2 s, …": the switch is on the total's clock.
@@ -90,10 +97,7 @@ fn full_then_diff_twice_with_summaries() {
 
 #[test]
 fn a_rejected_file_stops_a_diff_run_and_the_files_before_it_stay_applied_and_flushed() {
-    let t = tempfile::tempdir().expect("tmp");
-    let cfg = config(t.path());
-    let out = pmh_load(&cfg, &["--quiet", "full", &data("sample-utf8.csv").display().to_string()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (t, cfg, _) = sample_store();
     let (diff, bad) = (data("sample-diff.csv").display().to_string(), data("bad-rows.csv").display().to_string());
     let run = pmh_load(&cfg, &["--quiet", "diff", &diff, &bad]);
     assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
