@@ -277,6 +277,9 @@ impl RocksTuning {
         // the sync that ends a large batch (a diff's or a full upload's, tens of MB) waits
         // only for the last of it.
         o.set_wal_bytes_per_sync(1 << 20);
+        // The same for the table files a flush or a compaction writes: the sync that
+        // ends each file then waits only for its last megabyte.
+        o.set_bytes_per_sync(1 << 20);
         // PlainTable (the holders) reads in place through mmap. The block-based families
         // then read blocks from the mapping too, and still cache them.
         o.set_allow_mmap_reads(self.mmap_reads);
