@@ -123,23 +123,33 @@ fn wal_bytes(store: &Path) -> u64 {
 
 /// A CSV of `n` valid rows: the sample's rows repeated with distinct history keys.
 fn big_csv(path: &Path, n: usize) {
+    csv_rows(path, 0..n, false);
+}
+
+/// A CSV of the rows `big_csv` numbers `rows` (row `i` has history key `K{i:09}`), marked
+/// deleted if `deleted`.
+fn csv_rows(path: &Path, numbers: std::ops::Range<usize>, deleted: bool) {
     let sample = std::fs::read_to_string(data("sample-utf8.csv")).expect("sample");
     let mut lines = sample.lines();
     let header = lines.next().expect("header");
     let cols: Vec<&str> = header.split(',').collect();
     let hk = cols.iter().position(|c| *c == "historyKey").expect("historyKey column");
+    let del = cols.iter().position(|c| *c == "isDeleted").expect("isDeleted column");
     let rows: Vec<Vec<String>> = lines
         .filter(|l| !l.contains('"'))
         .map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>())
-        .filter(|r| r.len() == cols.len() && r[cols.iter().position(|c| *c == "isDeleted").unwrap_or(0)] == "0")
+        .filter(|r| r.len() == cols.len() && r[del] == "0")
         .collect();
     assert!(!rows.is_empty());
-    let mut out = String::with_capacity(n * 400);
+    let mut out = String::with_capacity(numbers.len() * 400);
     out.push_str(header);
     out.push('\n');
-    for i in 0..n {
+    for i in numbers {
         let mut r = rows[i % rows.len()].clone();
         r[hk] = format!("K{i:09}");
+        if deleted {
+            r[del] = "1".to_string();
+        }
         out.push_str(&r.join(","));
         out.push('\n');
     }
@@ -197,6 +207,76 @@ fn a_killed_full_load_leaves_the_previous_snapshot_serving() {
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
     assert_eq!(leftovers(&staging), 0, "the next load cleans up after the killed ones");
     assert!(text(&ok.stderr).contains("removed what an interrupted full load left"), "{}", text(&ok.stderr));
+}
+
+#[test]
+fn a_killed_diff_run_leaves_each_file_applied_whole_or_not_at_all() {
+    const N: usize = 100_000;
+    const D: usize = 40_000;
+    const I: usize = 60_000;
+    let t = tempfile::tempdir().expect("tmp");
+    let cfg = config(t.path());
+    let path = |name: &str| t.path().join(name);
+    csv_rows(&path("base.csv"), 0..N, false);
+    csv_rows(&path("deletes.csv"), 0..D, true);
+    csv_rows(&path("inserts.csv"), N..N + I, false);
+    let ok = pmh_load(&cfg, &["--quiet", "full", &path("base.csv").display().to_string()]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    // What a run of the two files may leave: nothing applied, the deletes, or both.
+    let states = [N as u64, (N - D) as u64, (N - D + I) as u64];
+    let c = Config::load(Some(&cfg)).expect("config");
+    const ROUNDS: usize = 7;
+    {
+        let base = Store::open(path("store"), c.store_config()).expect("open the loaded store");
+        for round in 0..ROUNDS {
+            base.checkpoint(&path(&format!("round{round}"))).expect("checkpoint");
+        }
+    }
+    let diff = |round: usize| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pmh-load"));
+        c.arg("--config")
+            .arg(&cfg)
+            .arg("--db")
+            .arg(path(&format!("round{round}")))
+            .args(["--quiet", "diff"])
+            .arg(path("deletes.csv"))
+            .arg(path("inserts.csv"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let certificates = |round: usize| -> u64 {
+        let store = Store::open(path(&format!("round{round}")), c.store_config()).expect("reopens after the kill");
+        let r = store.verify().expect("verify");
+        assert!(r.is_ok(), "round {round}: {:?}", r.problems);
+        r.certificates
+    };
+    // Round 0 runs to the end and times the run; the others are killed at fractions of it.
+    let started = Instant::now();
+    let whole = diff(0).status().expect("run pmh-load");
+    let took = started.elapsed();
+    assert!(whole.success(), "{whole}");
+    assert_eq!(certificates(0), states[2]);
+    let mut killed = 0;
+    for round in 1..ROUNDS {
+        let mut child = diff(round).spawn().expect("spawn");
+        std::thread::sleep(took.mul_f64(round as f64 / ROUNDS as f64));
+        if child.try_wait().expect("try_wait").is_none() {
+            child.kill().expect("kill -9");
+            killed += 1;
+        }
+        let _ = child.wait();
+        let left = certificates(round);
+        assert!(
+            states.contains(&left),
+            "round {round}: {left} certificates, a file applied in part (whole files give {states:?})"
+        );
+        // Running the same files again finishes the job: what was applied is a no-op.
+        let again = diff(round).status().expect("run pmh-load");
+        assert!(again.success(), "round {round}: {again}");
+        assert_eq!(certificates(round), states[2], "round {round}: after the rerun");
+    }
+    assert!(killed > 0, "every run ended before its kill; make the files bigger");
 }
 
 #[test]
