@@ -230,8 +230,9 @@ impl Watcher {
             }
             names.push(name);
         }
-        self.seen.retain(|n, _| names.contains(n));
+        // Sorted first, so forgetting the files that went is not quadratic in a large folder.
         names.sort();
+        self.seen.retain(|n, _| names.binary_search(n).is_ok());
         names
     }
 
