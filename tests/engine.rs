@@ -393,6 +393,165 @@ fn store_key_collisions_never_mix_people() {
     assert!(s.verify().unwrap().is_ok());
 }
 
+/// One generated change: upsert (`kind` 0–2) or delete (3) of the certificate with history
+/// key `H{key}` of municipality `MUNICIPALITIES[m]`, held by `person(who)`, in content
+/// version `version`.
+type Op = (u8, usize, usize, usize, u8);
+
+const MUNICIPALITIES: [u32; 2] = [131016, 271004];
+
+/// What the store must answer, as a map of certificate identity (municipality, history
+/// key) to (holder, content version).
+type Model = std::collections::BTreeMap<(u32, usize), (u64, u8)>;
+
+fn generated_cert(m: usize, key: usize, version: u8) -> pmh_engine::Certificate {
+    let mut c = cert(&format!("H{key}"));
+    c.municipality_code = MUNICIPALITIES[m];
+    c.certification_name = format!("v{version}");
+    c
+}
+
+/// Applies `ops` to `model` as the store should, or `None` if the store must reject them.
+fn model_apply(model: &mut Model, ops: &[Op], replace: Option<usize>) -> Option<ApplySummary> {
+    let mut ids = std::collections::BTreeSet::new();
+    for &(_, _, m, key, _) in ops {
+        if !ids.insert((MUNICIPALITIES[m], key)) || replace.is_some_and(|r| r != m) {
+            return None;
+        }
+    }
+    let mut sum = ApplySummary::default();
+    for &(kind, who, m, key, version) in ops {
+        let id = (MUNICIPALITIES[m], key);
+        if kind == 3 {
+            match model.remove(&id) {
+                Some(_) => sum.deleted += 1,
+                None => sum.unchanged += 1,
+            }
+        } else {
+            match model.insert(id, (who as u64, version)) {
+                None => sum.inserted += 1,
+                Some(old) if old == (who as u64, version) => sum.unchanged += 1,
+                Some(_) => sum.updated += 1,
+            }
+        }
+    }
+    if let Some(r) = replace {
+        let before = model.len();
+        model.retain(|id, _| id.0 != MUNICIPALITIES[r] || ids.contains(id));
+        sum.deleted += (before - model.len()) as u64;
+    }
+    Some(sum)
+}
+
+/// One person's certificates: (municipality, history key, content version), sorted.
+type Answer = Vec<(u32, String, String)>;
+
+/// Every person's answer as the model has it and as the store gives it.
+fn person_answers(store: &Store, model: &Model) -> (Vec<Answer>, Vec<Answer>) {
+    let client = store.register_client("model");
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    for who in 0..PEOPLE {
+        let mut w: Vec<_> = model
+            .iter()
+            .filter(|(_, (h, _))| *h == who)
+            .map(|((m, key), (_, v))| (*m, format!("H{key}"), format!("v{v}")))
+            .collect();
+        w.sort();
+        want.push(w);
+        let Lookup::Answered(e) =
+            store.lookup(client, &person(who), institution(), date("2026-11-21")).expect("lookup")
+        else {
+            panic!("person {who} has consent")
+        };
+        let mut g: Vec<_> = e
+            .certificates()
+            .map(|c| {
+                let c = c.certificate;
+                (c.municipality_code.to_native(), c.history_key.to_string(), c.certification_name.to_string())
+            })
+            .collect();
+        g.sort();
+        got.push(g);
+    }
+    (want, got)
+}
+
+const PEOPLE: u64 = 3;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    /// Random change sets — upserts, updates, moves between people, deletes, repeats and
+    /// municipality full uploads — against a model: each set is rejected exactly when the
+    /// model says, counted as the model counts it, and leaves every person answered with
+    /// exactly the model's certificates. With `collide`, every person shares one bucket;
+    /// sets of up to 60 changes over 80 identities also reach the bucket's indexed edits.
+    #[test]
+    fn change_sets_agree_with_a_model(
+        collide in proptest::bool::ANY,
+        sets in proptest::collection::vec(
+            (
+                proptest::collection::vec((0u8..4, 0..PEOPLE as usize, 0usize..2, 0usize..40, 0u8..2), 0..60),
+                proptest::option::weighted(0.2, 0usize..2),
+                proptest::bool::weighted(0.15),
+            ),
+            1..6,
+        ),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = if collide {
+            Store::open_with_key_fn(dir.path(), config(), colliding_key).unwrap()
+        } else {
+            Store::open(dir.path(), config()).unwrap()
+        };
+        for who in 0..PEOPLE {
+            store.grant_consent(&person(who), institution(), unix_now()).unwrap();
+        }
+        let mut model = Model::new();
+        for (mut ops, replace, keep_repeats) in sets {
+            if !keep_repeats {
+                let mut seen = std::collections::BTreeSet::new();
+                ops.retain(|&(_, _, m, key, _)| seen.insert((m, key)));
+            }
+            if let Some(r) = replace {
+                // Mostly the upload's own municipality; sometimes not, to be refused.
+                if !keep_repeats {
+                    for op in &mut ops {
+                        op.2 = r;
+                    }
+                    let mut seen = std::collections::BTreeSet::new();
+                    ops.retain(|&(_, _, m, key, _)| seen.insert((m, key)));
+                }
+            }
+            let changes: Vec<Change> = ops
+                .iter()
+                .map(|&(kind, who, m, key, version)| match kind {
+                    3 => Change::Delete(generated_cert(m, key, version).id()),
+                    _ => upsert(person(who as u64), generated_cert(m, key, version)),
+                })
+                .collect();
+            let mode = match replace {
+                Some(r) => ApplyMode::ReplaceMunicipality(MUNICIPALITIES[r]),
+                None => ApplyMode::Diff,
+            };
+            let mut next = model.clone();
+            let expected = model_apply(&mut next, &ops, replace);
+            match (store.apply(changes, mode), expected) {
+                (Ok(sum), Some(want)) => {
+                    proptest::prop_assert_eq!(sum, want);
+                    model = next;
+                }
+                (Err(Error::Rejected(_)), None) => {}
+                (got, want) => proptest::prop_assert!(false, "store {got:?}, model {want:?}"),
+            }
+            let (want, got) = person_answers(&store, &model);
+            proptest::prop_assert_eq!(got, want);
+            let report = store.verify().unwrap();
+            proptest::prop_assert!(report.is_ok(), "{:?}", report.problems);
+            proptest::prop_assert_eq!(report.certificates, model.len() as u64);
+        }
+    }
+}
+
 #[test]
 fn full_snapshot_replaces_everything_and_keeps_consents() {
     let t = store();
