@@ -481,10 +481,11 @@ const PEOPLE: u64 = 3;
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
     /// Random change sets — upserts, updates, moves between people, deletes, repeats and
-    /// municipality full uploads — against a model: each set is rejected exactly when the
-    /// model says, counted as the model counts it, and leaves every person answered with
-    /// exactly the model's certificates. With `collide`, every person shares one bucket;
-    /// sets of up to 60 changes over 80 identities also reach the bucket's indexed edits.
+    /// municipality full uploads — and full snapshots between them, against a model: each
+    /// set is rejected exactly when the model says, counted as the model counts it, and
+    /// leaves every person answered with exactly the model's certificates. With `collide`,
+    /// every person shares one bucket; sets of up to 60 changes over 80 identities also
+    /// reach the bucket's indexed edits.
     #[test]
     fn change_sets_agree_with_a_model(
         collide in proptest::bool::ANY,
@@ -492,6 +493,7 @@ proptest::proptest! {
             (
                 proptest::collection::vec((0u8..4, 0..PEOPLE as usize, 0usize..2, 0usize..40, 0u8..2), 0..60),
                 proptest::option::weighted(0.2, 0usize..2),
+                proptest::bool::weighted(0.15),
                 proptest::bool::weighted(0.15),
             ),
             1..6,
@@ -507,7 +509,7 @@ proptest::proptest! {
             store.grant_consent(&person(who), institution(), unix_now()).unwrap();
         }
         let mut model = Model::new();
-        for (mut ops, replace, keep_repeats) in sets {
+        for (mut ops, replace, keep_repeats, snapshot) in sets {
             if !keep_repeats {
                 let mut seen = std::collections::BTreeSet::new();
                 ops.retain(|&(_, _, m, key, _)| seen.insert((m, key)));
@@ -521,6 +523,31 @@ proptest::proptest! {
                     let mut seen = std::collections::BTreeSet::new();
                     ops.retain(|&(_, _, m, key, _)| seen.insert((m, key)));
                 }
+            }
+            if snapshot {
+                // A full snapshot of the upserts: the store holds exactly them afterwards,
+                // in the other pair of column families, where the next sets apply.
+                ops.retain(|op| op.0 != 3);
+                let records = ops
+                    .iter()
+                    .map(|&(_, who, m, key, version)| (person(who as u64), generated_cert(m, key, version)))
+                    .collect();
+                let generation = store.generation();
+                let mut next = Model::new();
+                let unique = ops.iter().all(|&(_, who, m, key, version)| {
+                    next.insert((MUNICIPALITIES[m], key), (who as u64, version)).is_none()
+                });
+                match store.load_snapshot(records, &dir.path().join("staging")) {
+                    Ok(s) if unique => {
+                        proptest::prop_assert_eq!((s.generation, s.certificates), (generation + 1, ops.len() as u64));
+                        model = next;
+                    }
+                    Err(Error::Rejected(_)) if !unique => proptest::prop_assert_eq!(store.generation(), generation),
+                    got => proptest::prop_assert!(false, "snapshot {got:?}, unique {unique}"),
+                }
+                let (want, got) = person_answers(&store, &model);
+                proptest::prop_assert_eq!(got, want);
+                continue;
             }
             let changes: Vec<Change> = ops
                 .iter()
