@@ -1002,6 +1002,19 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_worker_fails_the_change_set_instead_of_the_process() {
+        let items: Vec<u32> = (0..100).collect();
+        let sums = par_chunks_on(4, &items, |c| Ok(c.iter().sum::<u32>())).unwrap();
+        assert_eq!((sums.0, sums.1.iter().sum::<u32>()), (25, 4950));
+        let err = par_chunks_on(4, &items, |c| {
+            assert!(!c.contains(&60), "a worker's bug");
+            Ok(c.len())
+        })
+        .unwrap_err();
+        assert!(matches!(&err, Error::Corrupt(m) if m == "a worker panicked"), "{err:?}");
+    }
+
+    #[test]
     fn more_threads_than_cores_only_for_a_large_set_whose_reads_go_to_the_disk() {
         let cores = threads_for(PARALLEL_MIN);
         assert_eq!(read_threads(PARALLEL_MIN - 1, true), 1);
