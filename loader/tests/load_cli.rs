@@ -126,8 +126,8 @@ fn big_csv(path: &Path, n: usize) {
     csv_rows(path, 0..n, false);
 }
 
-/// A CSV of the rows `big_csv` numbers `rows` (row `i` has history key `K{i:09}`), marked
-/// deleted if `deleted`.
+/// A CSV of the rows numbered `numbers` (row `i` is the sample's row `i` modulo their
+/// count, with history key `K{i:09}`), marked deleted if `deleted`.
 fn csv_rows(path: &Path, numbers: std::ops::Range<usize>, deleted: bool) {
     let sample = std::fs::read_to_string(data("sample-utf8.csv")).expect("sample");
     let mut lines = sample.lines();
