@@ -20,7 +20,7 @@ use crate::error::{ChangeError, ChangeProblem, Error, storage};
 pub use crate::layout::SOURCE_VALUE_LEN;
 use crate::layout::{HOLDERS, JOURNAL, SOURCE};
 use crate::pmh_id::{PmhId, StoreKey};
-use crate::record::{BucketEncoder, Certificate, CertificateId, access_bucket_trusted, archived_trusted};
+use crate::record::{BucketEncoder, Certificate, CertificateId, IdentityRef, access_bucket_trusted, archived_trusted};
 use crate::store::{Store, hex};
 
 /// One change to the store.
@@ -462,16 +462,11 @@ fn apply_edits<'x>(flat: &mut Flat<'x>, edits: &[BucketEdit<'x>]) {
     }
 }
 
-/// A certificate's identity borrowed from its archive or its id: municipality, type id,
-/// history key.
-type Identity<'x> = (u32, &'x str, &'x str);
-
 /// The identity of an archive of `flat` or of an edit.
-fn identity_of(archive: &[u8]) -> Identity<'_> {
+fn identity_of(archive: &[u8]) -> IdentityRef<'_> {
     // SAFETY: as in `BucketEdit::apply`, every archive here was encoded in this change set
     // or read from a holders value that passed `access_bucket_trusted`.
-    let a = unsafe { archived_trusted(archive) };
-    (a.municipality_code.to_native(), a.org_specific_certificate_type_id.as_str(), a.history_key.as_str())
+    unsafe { archived_trusted(archive) }.identity()
 }
 
 /// [`apply_edits`] in O((certificates + edits) log) time. Each certificate gets a slot
@@ -492,7 +487,7 @@ fn apply_indexed<'x>(flat: &mut Flat<'x>, edits: &[BucketEdit<'x>]) {
     type Slot<'x> = (usize, usize, [u8; 16], Option<&'x [u8]>);
     let mut slots: Vec<Slot<'x>> = Vec::with_capacity(flat.len() + edits.len());
     let mut holders: Map<[u8; 16], Holder> = Map::default();
-    let mut index: Map<([u8; 16], Identity<'x>), usize> = Map::default();
+    let mut index: Map<([u8; 16], IdentityRef<'x>), usize> = Map::default();
     let mut next_rank = 0;
     for &(pmh, archive) in flat.iter() {
         let h = holders.entry(pmh).or_insert_with(|| {
@@ -526,10 +521,7 @@ fn apply_indexed<'x>(flat: &mut Flat<'x>, edits: &[BucketEdit<'x>]) {
                 h.next_place += 1;
                 continue;
             }
-            Edit::Remove(id) => index.get(&(
-                pmh,
-                (id.municipality_code, id.org_specific_certificate_type_id.as_str(), id.history_key.as_str()),
-            )),
+            Edit::Remove(id) => index.get(&(pmh, id.identity())),
             Edit::RemoveSame(like) => index.get(&(pmh, identity_of(like))),
         };
         if let Some(&i) = removed

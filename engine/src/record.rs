@@ -345,23 +345,34 @@ impl ArchivedCertificate {
     }
 }
 
+/// A certificate's identity, borrowed: municipality, type id, history key. What makes two
+/// certificates the same one, however each is held (archived, or as a [`CertificateId`]).
+pub type IdentityRef<'a> = (u32, &'a str, &'a str);
+
 impl ArchivedCertificate {
-    /// Whether two archived certificates have the same identity (municipality, type id,
-    /// history key).
+    /// This certificate's identity.
+    #[inline]
+    pub fn identity(&self) -> IdentityRef<'_> {
+        (self.municipality_code.to_native(), self.org_specific_certificate_type_id.as_str(), self.history_key.as_str())
+    }
+
+    /// Whether two archived certificates have the same identity.
     #[inline]
     pub fn same_identity(&self, other: &ArchivedCertificate) -> bool {
-        self.municipality_code == other.municipality_code
-            && self.org_specific_certificate_type_id == other.org_specific_certificate_type_id
-            && self.history_key == other.history_key
+        self.identity() == other.identity()
     }
 }
 
 impl CertificateId {
+    /// This identity, borrowed.
+    #[inline]
+    pub fn identity(&self) -> IdentityRef<'_> {
+        (self.municipality_code, self.org_specific_certificate_type_id.as_str(), self.history_key.as_str())
+    }
+
     /// Whether `c` is the archived certificate with this identity.
     pub fn is_of_archived(&self, c: &ArchivedCertificate) -> bool {
-        c.municipality_code.to_native() == self.municipality_code
-            && c.org_specific_certificate_type_id.as_str() == self.org_specific_certificate_type_id
-            && c.history_key.as_str() == self.history_key
+        c.identity() == self.identity()
     }
 }
 
