@@ -485,10 +485,10 @@ struct Target<'a> {
     holders: SstOptions,
     /// The source index's format (block-based).
     source: SstOptions,
-    /// Read finished files back into the page cache during the merge: when they are
-    /// installed right away. A prepared directory is warmed when it is installed instead
-    /// (it may wait long enough for its pages to leave), so preparing skips it: at 10 M
-    /// certificates the warm-up reads 5.3 GB from the disk, 4–5 s of the merge.
+    /// Read the finished source-index file back into the page cache during the merge:
+    /// when it is installed right away. A prepared directory is warmed when it is
+    /// installed instead (it may wait long enough for its pages to leave), so preparing
+    /// skips it. The holders files need no warm-up (see [`warm_up`]).
     warm: bool,
 }
 
@@ -572,11 +572,24 @@ fn install_files(store: &Store, holders: &[PathBuf], source: &[PathBuf], warm: b
         if !f.is_file() {
             return Err(io_err(f, "prepared SST file is missing"));
         }
-        if warm {
-            crate::sort::prefetch(f);
-        }
+    }
+    // The source index only, as in the merge (see `warm_up`).
+    if warm {
+        source.iter().for_each(|f| crate::sort::prefetch(f));
     }
     Ok(store.install_snapshot(holders, source)?)
+}
+
+/// Whether a finished file of this kind is read back into the page cache before it is
+/// installed (`sort::prefetch`), so that the first lookups and diffs after the switch do
+/// not read it from the disk at random.
+///
+/// Not the holders files: RocksDB's ingestion of a PlainTable file reads every key of it
+/// to find the largest (the format has no `SeekToLast`), which leaves the whole file in
+/// the page cache anyway. Read back beforehand as well, a 10 M load's 4.2 GB of them cost
+/// the merge 4 s and saved the ingestion 1.5 s (`docs/benchmarks.md`, seventeenth round).
+fn warm_up(task: MergeTask) -> bool {
+    matches!(task, MergeTask::Source)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -830,9 +843,9 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
     let holder_path = |p: usize| dir.join(format!("holders-{p:03}.sst"));
     let source_path = dir.join("source.sst");
     let pool = crate::direct::ReadAhead::new(threads);
-    // Finished SST files are read back into the page cache by one more thread, while the
-    // merge goes on (see `sort::prefetch`; not when preparing, see `Target::warm`); the
-    // merge returns once they all are.
+    // Finished SST files that need it ([`warm_up`]) are read back into the page cache by
+    // one more thread, while the merge goes on (see `sort::prefetch`; not when preparing,
+    // see `Target::warm`); the merge returns once they all are.
     let (warm_tx, warm_rx) = crossbeam_channel::unbounded::<PathBuf>();
     let warm = target.warm;
     let warmer =
@@ -862,13 +875,14 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
                     match &r {
                         Err(_) => stop.store(true, Ordering::Relaxed),
                         Ok(0) => {}
-                        Ok(_) => {
+                        Ok(_) if warm_up(tasks[t]) => {
                             let out = match tasks[t] {
                                 MergeTask::Source => source_path.clone(),
                                 MergeTask::Holders(p, _) => holder_path(p),
                             };
                             let _ = warm_tx.send(out);
                         }
+                        Ok(_) => {}
                     }
                     if let Ok(mut d) = done.lock() {
                         d.push((t, r));
