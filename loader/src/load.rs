@@ -442,24 +442,8 @@ pub fn full(
     };
     let (mut summary, merged) = prepare_with(&target, deriver, files, opts, &dir, progress)?;
     progress.stage("install");
-    // The merge left the source index in the page cache, and the ingestion reads the
-    // holders files whole. Meanwhile another thread touches every page of the files the
-    // ingestion reads last, and of the source index (which the first diff reads),
-    // paying the first reads' cost (`sort::touch`) on the core the ingestion leaves idle.
-    let holders = &merged.holder_files;
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    summary.generation = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            for f in merged.source_files.iter().chain(holders.iter().rev()) {
-                if !crate::sort::touch(f, &stop) {
-                    return;
-                }
-            }
-        });
-        let r = install_files(store, holders, &merged.source_files, false);
-        stop.store(true, Ordering::Relaxed);
-        r
-    })?;
+    // The merge left the source index in the page cache.
+    summary.generation = install_files(store, &merged.holder_files, &merged.source_files, false)?;
     summary.live_after = start.elapsed();
     // The sort runs are removed only now: on a file system mounted with `discard`, freeing
     // their blocks can wait for the disk (4-5 s for the 5 GB of a 10 M load in one
@@ -593,7 +577,23 @@ fn install_files(store: &Store, holders: &[PathBuf], source: &[PathBuf], warm: b
     if warm {
         source.iter().for_each(|f| crate::sort::prefetch(f));
     }
-    Ok(store.install_snapshot(holders, source)?)
+    // The ingestion reads the holders files whole. Meanwhile another thread touches every
+    // page of the source index (which the first diff reads) and of the files the
+    // ingestion reads last, paying the first reads' cost (`sort::touch`) on the core the
+    // ingestion leaves idle.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for f in source.iter().chain(holders.iter().rev()) {
+                if !crate::sort::touch(f, &stop) {
+                    return;
+                }
+            }
+        });
+        let r = store.install_snapshot(holders, source);
+        stop.store(true, Ordering::Relaxed);
+        Ok(r?)
+    })
 }
 
 /// Whether a finished file of this kind is read back into the page cache before it is
