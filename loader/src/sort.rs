@@ -791,8 +791,8 @@ pub(crate) fn prefetch(path: &Path) {
     let _ = path;
 }
 
-/// Reads one byte of every page of a file through a mapping, a window at a time, until
-/// `stop` is set; returns whether it got to the end.
+/// Reads one byte of every page of a file, until `stop` is set; returns whether it got to
+/// the end.
 ///
 /// On the machines of `docs/benchmarks.md` the first read of a page-cache page by any CPU
 /// after the disk filled it costs several microseconds (the hypervisor maps the page on
@@ -800,45 +800,35 @@ pub(crate) fn prefetch(path: &Path) {
 /// ingestion of a PlainTable file reads every key of it on one thread, paying that for the
 /// whole file: 7.5–9 s for a 10 M load's holders files on one machine, 1.2 s on another.
 /// Touching pages from a second thread meanwhile pays part of it on a core that would
-/// otherwise wait (`load::full`). Only a speed-up: errors are ignored.
+/// otherwise wait (`load::install_files`).
+///
+/// One `pread` of a byte per page, not a mapping: a prepared directory's file cut short
+/// by someone else meanwhile ends the read instead of killing the process with SIGBUS.
+/// Only a speed-up: errors are ignored.
 pub(crate) fn touch(path: &Path, stop: &std::sync::atomic::AtomicBool) -> bool {
-    #[cfg(target_os = "linux")]
+    #[cfg(unix)]
     {
-        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
         use std::sync::atomic::Ordering;
-        const PAGE: usize = 4096;
-        const WINDOW: u64 = 32 << 20;
+        const PAGE: u64 = 4096;
+        /// Pages between two looks at `stop` (1 MiB).
+        const STOP_EVERY: u64 = 256;
         let Ok(f) = File::open(path) else { return false };
-        let Ok(meta) = f.metadata() else { return false };
-        let len = meta.len();
+        let Ok(len) = f.metadata().map(|m| m.len()) else { return false };
+        let mut byte = [0u8; 1];
         let mut at = 0u64;
-        let mut sum = 0u8;
         while at < len {
-            if stop.load(Ordering::Relaxed) {
+            if (at / PAGE).is_multiple_of(STOP_EVERY) && stop.load(Ordering::Relaxed) {
                 return false;
             }
-            let n = (len - at).min(WINDOW) as usize;
-            let Ok(offset) = libc::off_t::try_from(at) else { return false };
-            // SAFETY: a read-only private mapping of `n` bytes of a file this function holds
-            // open, read only inside those bytes and unmapped before the next window. The
-            // files touched are this load's own finished SST files, which nothing truncates.
-            unsafe {
-                let p = libc::mmap(std::ptr::null_mut(), n, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd(), offset);
-                if p == libc::MAP_FAILED {
-                    return false;
-                }
-                let base = p.cast::<u8>().cast_const();
-                for page in (0..n).step_by(PAGE) {
-                    sum ^= std::ptr::read_volatile(base.add(page));
-                }
-                libc::munmap(p, n);
+            if !matches!(f.read_at(&mut byte, at), Ok(1)) {
+                return false;
             }
-            at += WINDOW;
+            at += PAGE;
         }
-        std::hint::black_box(sum);
         true
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(unix))]
     {
         let _ = (path, stop);
         false
@@ -849,14 +839,14 @@ pub(crate) fn touch(path: &Path, stop: &std::sync::atomic::AtomicBool) -> bool {
 mod tests {
     use super::*;
 
-    #[cfg(target_os = "linux")]
+    #[cfg(unix)]
     #[test]
     fn touching_a_file_reads_to_its_end_unless_stopped() {
         use std::sync::atomic::AtomicBool;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.sst");
-        // More than one window, and a last page that is only partly the file's.
-        std::fs::write(&path, vec![7u8; (33 << 20) + 100]).unwrap();
+        // Several looks at `stop`, and a last page that is only partly the file's.
+        std::fs::write(&path, vec![7u8; (3 << 20) + 100]).unwrap();
         assert!(touch(&path, &AtomicBool::new(false)));
         assert!(!touch(&path, &AtomicBool::new(true)), "a set stop ends it before the end");
         assert!(!touch(&dir.path().join("missing.sst"), &AtomicBool::new(false)));
