@@ -488,7 +488,13 @@ struct Target<'a> {
     /// Read the finished source-index file back into the page cache during the merge:
     /// when it is installed right away. A prepared directory is warmed when it is
     /// installed instead (it may wait long enough for its pages to leave), so preparing
-    /// skips it. The holders files need no warm-up (see [`warm_up`]).
+    /// skips it.
+    ///
+    /// Not the holders files: RocksDB's ingestion of a PlainTable file reads every key of
+    /// it to find the largest (the format has no `SeekToLast`), which leaves the whole file
+    /// in the page cache anyway. Read back beforehand as well, a 10 M load's 4.2 GB of them
+    /// cost the merge 4 s and saved the ingestion 1.5 s (`docs/benchmarks.md`, seventeenth
+    /// round).
     warm: bool,
 }
 
@@ -573,7 +579,7 @@ fn install_files(store: &Store, holders: &[PathBuf], source: &[PathBuf], warm: b
             return Err(io_err(f, "prepared SST file is missing"));
         }
     }
-    // The source index only, as in the merge (see `warm_up`).
+    // The source index only, as in the merge (see `Target::warm`).
     if warm {
         source.iter().for_each(|f| crate::sort::prefetch(f));
     }
@@ -594,18 +600,6 @@ fn install_files(store: &Store, holders: &[PathBuf], source: &[PathBuf], warm: b
         stop.store(true, Ordering::Relaxed);
         Ok(r?)
     })
-}
-
-/// Whether a finished file of this kind is read back into the page cache before it is
-/// installed (`sort::prefetch`), so that the first lookups and diffs after the switch do
-/// not read it from the disk at random.
-///
-/// Not the holders files: RocksDB's ingestion of a PlainTable file reads every key of it
-/// to find the largest (the format has no `SeekToLast`), which leaves the whole file in
-/// the page cache anyway. Read back beforehand as well, a 10 M load's 4.2 GB of them cost
-/// the merge 4 s and saved the ingestion 1.5 s (`docs/benchmarks.md`, seventeenth round).
-fn warm_up(task: MergeTask) -> bool {
-    matches!(task, MergeTask::Source)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -859,13 +853,11 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
     let holder_path = |p: usize| dir.join(format!("holders-{p:03}.sst"));
     let source_path = dir.join("source.sst");
     let pool = crate::direct::ReadAhead::new(threads);
-    // Finished SST files that need it ([`warm_up`]) are read back into the page cache by
-    // one more thread, while the merge goes on (see `sort::prefetch`; not when preparing,
-    // see `Target::warm`); the merge returns once they all are.
+    // The finished source index is read back into the page cache by one more thread,
+    // while the holders' merge goes on (see `sort::prefetch` and `Target::warm`); the merge
+    // returns once it is.
     let (warm_tx, warm_rx) = crossbeam_channel::unbounded::<PathBuf>();
-    let warm = target.warm;
-    let warmer =
-        std::thread::spawn(move || warm_rx.into_iter().filter(|_| warm).for_each(|p| crate::sort::prefetch(&p)));
+    let warmer = std::thread::spawn(move || warm_rx.into_iter().for_each(|p| crate::sort::prefetch(&p)));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
     // (task, its result: certificates for the index, holders for a range)
@@ -891,12 +883,8 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
                     match &r {
                         Err(_) => stop.store(true, Ordering::Relaxed),
                         Ok(0) => {}
-                        Ok(_) if warm_up(tasks[t]) => {
-                            let out = match tasks[t] {
-                                MergeTask::Source => source_path.clone(),
-                                MergeTask::Holders(p, _) => holder_path(p),
-                            };
-                            let _ = warm_tx.send(out);
+                        Ok(_) if target.warm && matches!(tasks[t], MergeTask::Source) => {
+                            let _ = warm_tx.send(source_path.clone());
                         }
                         Ok(_) => {}
                     }
