@@ -352,6 +352,15 @@ fn installing_an_incomplete_prepared_directory_changes_nothing() {
     std::fs::remove_file(prepared.join(last)).expect("remove");
     assert!(matches!(load::install(&store, &prepared), Err(LoadError::Io { .. })));
 
+    // A holders file that is no SST file (overwritten, cut short): the ingestion refuses it
+    // while the install's second thread reads the files' pages, and the old snapshot serves.
+    std::fs::write(prepared.join(last), vec![0x5a; 3 * 4096 + 17]).expect("write");
+    match load::install(&store, &prepared) {
+        Err(LoadError::Store(_)) => {}
+        other => panic!("a damaged holders file must fail the install, got {other:?}"),
+    }
+    assert_eq!(store.generation(), 1);
+
     // A snapshot prepared by an older build (block-based holders files) is refused by its
     // format before anything is ingested.
     let mut older = manifest.clone();
