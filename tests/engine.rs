@@ -913,14 +913,14 @@ fn a_failed_snapshot_install_leaves_the_previous_snapshot_serving() {
         // file: the holders part is already ingested into the inactive pair when it fails.
         let opts = s.holders_sst_writer();
         let holders = dir.path().join("next-holders.sst");
-        let mut w = opts.writer();
+        let mut w = opts.writer(false);
         w.open(&holders).unwrap();
         let bucket = pmh_engine::record::Bucket {
             holders: vec![pmh_engine::record::Holder { pmh_id: *a.as_bytes(), certificates: vec![cert("NEW")] }],
         };
         w.put(s.key_of(&a).0, pmh_engine::record::encode_bucket(&bucket).unwrap()).unwrap();
-        w.finish().unwrap();
-        let missing = dir.path().join("no-such-source.sst");
+        let holders = w.finish().unwrap();
+        let missing = pmh_engine::snapshot::SstFile::at(dir.path().join("no-such-source.sst"));
         assert!(s.install_snapshot(&[holders], &[missing]).is_err());
         assert_eq!(s.generation(), g);
         s.grant_consent(&a, institution(), unix_now()).unwrap();
@@ -936,6 +936,68 @@ fn a_failed_snapshot_install_leaves_the_previous_snapshot_serving() {
         s.stats().unwrap().column_families.into_iter().find(|c| c.name == pmh_engine::layout::HOLDERS[0]).unwrap();
     assert_eq!(inactive.estimated_keys, 0);
     assert_eq!(answered(&s, &a, "2026-11-21"), Some(vec!["OLD".into()]));
+}
+
+/// Writes one holders file per person of `people` (ascending store keys across files, as a
+/// full load's key ranges are) and returns them as this process's writer finished them.
+fn holders_files(s: &Store, people: &[(PmhId, &str)], dir: &std::path::Path) -> Vec<pmh_engine::snapshot::SstFile> {
+    let mut people = people.to_vec();
+    people.sort_by_key(|(p, _)| s.key_of(p));
+    let opts = s.holders_sst_writer();
+    people
+        .iter()
+        .enumerate()
+        .map(|(i, (p, history_key))| {
+            let mut w = opts.writer(i % 2 == 0);
+            w.open(&dir.join(format!("h{i}.sst"))).unwrap();
+            let bucket = pmh_engine::record::Bucket {
+                holders: vec![pmh_engine::record::Holder {
+                    pmh_id: *p.as_bytes(),
+                    certificates: vec![cert(history_key)],
+                }],
+            };
+            w.put(s.key_of(p).0, pmh_engine::record::encode_bucket(&bucket).unwrap()).unwrap();
+            w.finish().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn holders_files_install_alike_whether_their_writer_is_at_hand_or_not() {
+    // A full load's own files are ingested with what their writer learnt of them (RocksDB
+    // does not read them again); a prepared directory's are named by path and read. Both
+    // ways, and a mix of the two in one install, must serve the same answers.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("db"), config()).unwrap();
+    let people: Vec<(PmhId, &str)> = vec![(person(1), "A"), (person(2), "B"), (person(3), "C")];
+    for p in &people {
+        s.grant_consent(&p.0, institution(), unix_now()).unwrap();
+    }
+    let at = |files: Vec<pmh_engine::snapshot::SstFile>| {
+        files.iter().map(|f| pmh_engine::snapshot::SstFile::at(f.path())).collect::<Vec<_>>()
+    };
+    let round = |n: usize| {
+        let d = dir.path().join(format!("round{n}"));
+        std::fs::create_dir_all(&d).unwrap();
+        holders_files(&s, &people, &d)
+    };
+    let prepared = round(0);
+    assert!(prepared.iter().all(|f| f.is_prepared()));
+    let named = at(round(1));
+    assert!(named.iter().all(|f| !f.is_prepared()));
+    let mut mixed = round(2);
+    let last = mixed.pop().unwrap();
+    mixed.push(pmh_engine::snapshot::SstFile::at(last.path()));
+    for (files, how) in [(prepared, "prepared"), (named, "named"), (mixed, "mixed")] {
+        let paths: Vec<_> = files.iter().map(|f| f.path().to_path_buf()).collect();
+        let before = s.generation();
+        s.install_snapshot(&files, &[]).unwrap();
+        assert_eq!(s.generation(), before + 1, "{how}");
+        for (p, history_key) in &people {
+            assert_eq!(answered(&s, p, "2026-11-21"), Some(vec![history_key.to_string()]), "{how}");
+        }
+        assert!(paths.iter().all(|p| !p.exists()), "{how}: the files were moved into the store");
+    }
 }
 
 #[test]

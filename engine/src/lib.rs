@@ -52,6 +52,7 @@ pub mod options;
 pub mod pmh_id;
 pub mod record;
 pub mod snapshot;
+mod sst;
 pub mod store;
 
 pub use admin::{StoreStats, VerifyReport};

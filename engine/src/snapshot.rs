@@ -13,12 +13,12 @@
 //! benchmarks and small stores.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
-/// RocksDB's SST file writer, as returned by [`SstOptions::writer`].
-pub use rocksdb::SstFileWriter;
-use rocksdb::{IngestExternalFileOptions, Options};
+use rocksdb::Options;
+
+pub use crate::sst::{SstError, SstFile, SstFileWriter};
 
 use crate::change::{SourceEntry, certificate_digest};
 use crate::error::{ChangeError, ChangeProblem, Error, storage};
@@ -55,9 +55,12 @@ impl SstOptions {
         SstOptions(tuning.point_cf_options(&rocksdb::Cache::new_lru_cache(1 << 20)))
     }
 
-    /// A writer for one SST file at `path`. Keys must be added in ascending order.
-    pub fn writer(&self) -> SstFileWriter<'_> {
-        SstFileWriter::create(&self.0)
+    /// A writer for one SST file. Keys must be added in ascending order. With
+    /// `keep_in_page_cache` the pages written stay in the OS page cache, for a file that is
+    /// installed and served right away; without it the writer drops them as it goes
+    /// (RocksDB's default), for a file that may wait long before it is read.
+    pub fn writer(&self, keep_in_page_cache: bool) -> SstFileWriter<'_> {
+        SstFileWriter::new(&self.0, keep_in_page_cache)
     }
 }
 
@@ -73,21 +76,20 @@ impl Store {
     }
 
     /// Ingests prepared SST files as the new complete snapshot and switches to it
-    /// atomically. The files are moved (hard-linked) into the store.
-    pub fn install_snapshot(&self, holders: &[PathBuf], source: &[PathBuf]) -> Result<u64, Error> {
+    /// atomically. The files are moved (hard-linked) into the store. Files finished by
+    /// this process's writers are not read again ([`SstFile`]).
+    pub fn install_snapshot(&self, holders: &[SstFile], source: &[SstFile]) -> Result<u64, Error> {
         let _w = self.writer.lock();
         let next = self.generation() + 1;
         let target = (next & 1) as usize;
         let old = 1 - target;
         self.clear_cf(HOLDERS[target])?;
         self.clear_cf(SOURCE[target])?;
-        let mut io = IngestExternalFileOptions::default();
-        io.set_move_files(true);
         if !holders.is_empty() {
-            self.db.ingest_external_file_cf_opts(self.cf(HOLDERS[target])?, &io, holders.to_vec()).map_err(storage)?;
+            crate::sst::ingest(&self.db, self.cf(HOLDERS[target])?, holders)?;
         }
         if !source.is_empty() {
-            self.db.ingest_external_file_cf_opts(self.cf(SOURCE[target])?, &io, source.to_vec()).map_err(storage)?;
+            crate::sst::ingest(&self.db, self.cf(SOURCE[target])?, source)?;
         }
         // The switch: durable first, then visible.
         self.db
@@ -151,30 +153,28 @@ impl Store {
         let mut holders = Vec::new();
         if !by_key.is_empty() {
             let opts = self.holders_sst_writer();
-            let mut w = opts.writer();
-            w.open(&hpath).map_err(storage)?;
+            let mut w = opts.writer(true);
+            w.open(&hpath)?;
             for (k, b) in &by_key {
                 let bytes = encode_bucket(b).map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))?;
-                w.put(k.0, bytes).map_err(storage)?;
+                w.put(k.0, bytes)?;
             }
-            w.finish().map_err(storage)?;
-            holders.push(hpath);
+            holders.push(w.finish()?);
         }
         let mut source = Vec::new();
         if !index.is_empty() {
             let opts = self.source_sst_writer();
-            let mut w = opts.writer();
-            w.open(&spath).map_err(storage)?;
+            let mut w = opts.writer(true);
+            w.open(&spath)?;
             for (k, (_, e)) in &index {
-                w.put(k, e.encode()).map_err(storage)?;
+                w.put(k, e.encode())?;
             }
-            w.finish().map_err(storage)?;
-            source.push(spath);
+            source.push(w.finish()?);
         }
         let generation = self.install_snapshot(&holders, &source);
         // Ingestion moved the files into the store; whatever is left is scratch.
         for f in holders.iter().chain(&source) {
-            let _ = std::fs::remove_file(f);
+            let _ = std::fs::remove_file(f.path());
         }
         Ok(SnapshotSummary { generation: generation?, buckets: by_key.len() as u64, certificates: n })
     }

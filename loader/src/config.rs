@@ -359,9 +359,9 @@ impl Config {
     /// options of `full --prepare`): without the row cache
     /// ([`RocksTuning::for_offline_tools`]), with `mmap_reads` as configured. A diff reads
     /// the holders it edits: in place through mmap its edit phase took 260 ms instead of
-    /// 455 ms for 100k rows. An ingestion reads every key of each PlainTable file to find
-    /// its largest: through buffers that took 1.7 s instead of 0.3 s at 1 M holders, 10 s
-    /// at 7.4 M (docs/benchmarks.md, tenth and eleventh rounds). The pages they touch then
+    /// 455 ms for 100k rows. The ingestion of a prepared directory reads every key of each
+    /// PlainTable file to find its largest: through buffers that took 1.7 s instead of
+    /// 0.3 s at 1 M holders, 10 s at 7.4 M (docs/benchmarks.md, tenth and eleventh rounds). The pages they touch then
     /// count in the process's resident memory (for an ingestion, one file at a time); they
     /// are the page cache's.
     pub fn load_store_config(&self) -> StoreConfig {

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use pmh_engine::change::{ApplyMode, ApplySummary, Change};
 use pmh_engine::options::RocksTuning;
 use pmh_engine::record::Certificate;
-use pmh_engine::snapshot::SstOptions;
+use pmh_engine::snapshot::{SstFile, SstOptions};
 use pmh_engine::{MyNumber, PmhId, PmhIdDeriver, Store, StoreKey};
 
 use crate::sort::{Runs, Sorter};
@@ -438,12 +438,13 @@ pub fn full(
         key_of: &|id| store.key_of(id),
         holders: store.holders_sst_writer(),
         source: store.source_sst_writer(),
-        warm: true,
+        serve: true,
     };
     let (mut summary, merged) = prepare_with(&target, deriver, files, opts, &dir, progress)?;
     progress.stage("install");
-    // The merge left the source index in the page cache.
-    summary.generation = install_files(store, &merged.holder_files, &merged.source_files, false)?;
+    // The writers left every page in the page cache and told the ingestion what it needs
+    // to know of each file, so nothing is read again (see `Target::serve`).
+    summary.generation = store.install_snapshot(&merged.holder_files, &merged.source_files)?;
     summary.live_after = start.elapsed();
     // The sort runs are removed only now: on a file system mounted with `discard`, freeing
     // their blocks can wait for the disk (4-5 s for the 5 GB of a 10 M load in one
@@ -485,17 +486,15 @@ struct Target<'a> {
     holders: SstOptions,
     /// The source index's format (block-based).
     source: SstOptions,
-    /// Read the finished source-index file back into the page cache during the merge:
-    /// when it is installed right away. A prepared directory is warmed when it is
-    /// installed instead (it may wait long enough for its pages to leave), so preparing
-    /// skips it.
+    /// The files are installed by this process and served as soon as they are written
+    /// (`full`): their writers keep the pages they write in the page cache, so that the new
+    /// snapshot answers from memory without reading anything back, and the ingestion, told
+    /// by the writers where each file's keys start and end, does not read them either.
     ///
-    /// Not the holders files: RocksDB's ingestion of a PlainTable file reads every key of
-    /// it to find the largest (the format has no `SeekToLast`), which leaves the whole file
-    /// in the page cache anyway. Read back beforehand as well, a 10 M load's 4.2 GB of them
-    /// cost the merge 4 s and saved the ingestion 1.5 s (`docs/benchmarks.md`, seventeenth
-    /// round).
-    warm: bool,
+    /// Otherwise (`prepare`) the directory may wait long enough for its pages to leave the
+    /// cache, and its writers drop them as RocksDB's do; its install reads the files back
+    /// ([`install_read_back`]).
+    serve: bool,
 }
 
 /// The manifest a prepared snapshot directory carries (`snapshot.json`).
@@ -525,7 +524,7 @@ pub fn prepare(
         key_of: &|id: &PmhId| id.store_key(),
         holders: SstOptions::holders(tuning),
         source: SstOptions::source(tuning),
-        warm: false,
+        serve: false,
     };
     prepare_with(&target, deriver, files, opts, out, progress).map(|(summary, _)| summary).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(out);
@@ -569,20 +568,23 @@ pub fn install(store: &Store, dir: &Path) -> Result<u64, LoadError> {
             return Err(LoadError::Usage(format!("{}: lists a file outside its directory", path.display())));
         }
     }
-    // Prepared long ago, their pages may have left the cache since.
-    install_files(store, &holders, &source, true)
+    let at = |v: Vec<PathBuf>| v.into_iter().map(SstFile::at).collect::<Vec<_>>();
+    install_read_back(store, &at(holders), &at(source))
 }
 
-fn install_files(store: &Store, holders: &[PathBuf], source: &[PathBuf], warm: bool) -> Result<u64, LoadError> {
+/// Installs files that another process wrote (a prepared directory), and brings them
+/// into the page cache on the way. Their writers dropped their pages, and they may have
+/// waited long since; RocksDB opens each file to learn its key range, which for the
+/// holders' PlainTable files means reading every key (the format cannot seek to its
+/// last), so those come back by themselves.
+fn install_read_back(store: &Store, holders: &[SstFile], source: &[SstFile]) -> Result<u64, LoadError> {
     for f in holders.iter().chain(source) {
-        if !f.is_file() {
-            return Err(io_err(f, "prepared SST file is missing"));
+        if !f.path().is_file() {
+            return Err(io_err(f.path(), "prepared SST file is missing"));
         }
     }
-    // The source index only, as in the merge (see `Target::warm`).
-    if warm {
-        source.iter().for_each(|f| crate::sort::prefetch(f));
-    }
+    // The source index (block-based) is read only at its ends by the ingestion.
+    source.iter().for_each(|f| crate::sort::prefetch(f.path()));
     // The ingestion reads the holders files whole. Meanwhile another thread touches every
     // page of the source index (which the first diff reads) and of the files the
     // ingestion reads last, paying the first reads' cost (`sort::touch`) on the core the
@@ -591,7 +593,7 @@ fn install_files(store: &Store, holders: &[PathBuf], source: &[PathBuf], warm: b
     std::thread::scope(|scope| {
         scope.spawn(|| {
             for f in source.iter().chain(holders.iter().rev()) {
-                if !crate::sort::touch(f, &stop) {
+                if !crate::sort::touch(f.path(), &stop) {
                     return;
                 }
             }
@@ -799,8 +801,8 @@ fn prepare_with(
         live_after: Duration::ZERO,
         elapsed: start.elapsed(),
     };
-    let names = |v: &[PathBuf]| {
-        v.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>()
+    let names = |v: &[SstFile]| {
+        v.iter().filter_map(|f| f.path().file_name()).map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>()
     };
     let manifest = serde_json::json!({
         "format": SNAPSHOT_FORMAT,
@@ -823,9 +825,9 @@ struct Merged {
     certificates: u64,
     holders: u64,
     /// Holder SST files, in key order, not overlapping.
-    holder_files: Vec<PathBuf>,
+    holder_files: Vec<SstFile>,
     /// Source-index SST files.
-    source_files: Vec<PathBuf>,
+    source_files: Vec<SstFile>,
     /// The sort runs' directory, removed when this is dropped.
     _runs: Option<StagingGuard>,
 }
@@ -853,15 +855,11 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
     let holder_path = |p: usize| dir.join(format!("holders-{p:03}.sst"));
     let source_path = dir.join("source.sst");
     let pool = crate::direct::ReadAhead::new(threads);
-    // The finished source index is read back into the page cache by one more thread,
-    // while the holders' merge goes on (see `sort::prefetch` and `Target::warm`); the merge
-    // returns once it is.
-    let (warm_tx, warm_rx) = crossbeam_channel::unbounded::<PathBuf>();
-    let warmer = std::thread::spawn(move || warm_rx.into_iter().for_each(|p| crate::sort::prefetch(&p)));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
-    // (task, its result: certificates for the index, holders for a range)
-    let done: std::sync::Mutex<Vec<(usize, Result<u64, LoadError>)>> = std::sync::Mutex::new(Vec::new());
+    // (task, its result: certificates for the index, holders for a range, and the file)
+    type Done = (usize, Result<(u64, Option<SstFile>), LoadError>);
+    let done: std::sync::Mutex<Vec<Done>> = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads.min(tasks.len()) {
             scope.spawn(|| {
@@ -873,20 +871,20 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
                     let began = Instant::now();
                     let r = match tasks[t] {
                         MergeTask::Source => {
-                            crate::sort::merge_source(&target.source, runs, &source_path, files, &pool)
+                            crate::sort::merge_source(&target.source, target.serve, runs, &source_path, files, &pool)
                         }
-                        MergeTask::Holders(p, range) => {
-                            crate::sort::merge_holders(&target.holders, runs, range, &holder_path(p), &pool)
-                        }
+                        MergeTask::Holders(p, range) => crate::sort::merge_holders(
+                            &target.holders,
+                            target.serve,
+                            runs,
+                            range,
+                            &holder_path(p),
+                            &pool,
+                        ),
                     };
                     tracing::debug!(task = ?tasks[t], ms = began.elapsed().as_millis() as u64, "merge task done");
-                    match &r {
-                        Err(_) => stop.store(true, Ordering::Relaxed),
-                        Ok(0) => {}
-                        Ok(_) if target.warm && matches!(tasks[t], MergeTask::Source) => {
-                            let _ = warm_tx.send(source_path.clone());
-                        }
-                        Ok(_) => {}
+                    if r.is_err() {
+                        stop.store(true, Ordering::Relaxed);
                     }
                     if let Ok(mut d) = done.lock() {
                         d.push((t, r));
@@ -895,8 +893,6 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
             });
         }
     });
-    drop(warm_tx);
-    let _ = warmer.join();
     let mut done = done.into_inner().unwrap_or_default();
     done.sort_by_key(|(t, _)| *t);
     if done.len() != tasks.len() {
@@ -910,19 +906,15 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
     let mut merged =
         Merged { certificates: 0, holders: 0, holder_files: Vec::new(), source_files: Vec::new(), _runs: None };
     for (t, r) in done {
-        let n = r?;
+        let (n, file) = r?;
         match tasks[t] {
             MergeTask::Source => {
                 merged.certificates = n;
-                if n > 0 {
-                    merged.source_files.push(source_path.clone());
-                }
+                merged.source_files.extend(file);
             }
-            MergeTask::Holders(p, _) => {
+            MergeTask::Holders(..) => {
                 merged.holders += n;
-                if n > 0 {
-                    merged.holder_files.push(holder_path(p));
-                }
+                merged.holder_files.extend(file);
             }
         }
     }

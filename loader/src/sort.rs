@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use pmh_engine::change::{encode_certificate_into, source_index_value};
 use pmh_engine::record::{BucketEncoder, Certificate, write_index_key};
-use pmh_engine::snapshot::SstOptions;
+use pmh_engine::snapshot::{SstFile, SstOptions};
 use pmh_engine::{PmhId, StoreKey};
 
 use crate::RowError;
@@ -576,15 +576,16 @@ pub(crate) fn key_ranges(parts: usize) -> Vec<(usize, usize)> {
 }
 
 /// Merges the records of every holder run whose key starts with a byte in `lo..hi` into one
-/// SST of buckets at `out`. Returns the number of holders; no file is written when the
-/// range holds none.
+/// SST of buckets at `out` (its pages kept in the page cache with `keep_pages`). Returns the
+/// number of holders and the file; no file is written when the range holds none.
 pub(crate) fn merge_holders(
     opts: &SstOptions,
+    keep_pages: bool,
     runs: &Runs,
     (lo, hi): (usize, usize),
     out: &Path,
     pool: &ReadAhead,
-) -> Result<u64, LoadError> {
+) -> Result<(u64, Option<SstFile>), LoadError> {
     let mut readers = Vec::with_capacity(runs.holders.len() + runs.memory.len());
     for run in &runs.holders {
         readers.push(Input::File(RunReader::open(&run.path, run.bounds[lo], run.bounds[hi], pool)?));
@@ -602,7 +603,7 @@ pub(crate) fn merge_holders(
     let less =
         |heads: &[HolderHead], a: usize, b: usize| (heads[a].key, heads[a].pmh, a) < (heads[b].key, heads[b].pmh, b);
     let mut frontier = Frontier::new(live.into_iter(), |a, b| less(&heads, a, b));
-    let mut w = opts.writer();
+    let mut w = opts.writer(keep_pages);
     let mut opened = false;
     let mut holders = 0u64;
     // The bucket being built: its key, the holder last started, and its value so far. The
@@ -650,22 +651,22 @@ pub(crate) fn merge_holders(
     if let Some((k, _, enc)) = current.take() {
         flush(&k, enc, &mut value, &mut w)?;
     }
-    if opened {
-        w.finish().map_err(|e| io_err(out, e.into_string()))?;
-    }
-    Ok(holders)
+    let file = if opened { Some(w.finish().map_err(|e| io_err(out, e.into_string()))?) } else { None };
+    Ok((holders, file))
 }
 
-/// Merges the source-index runs into one SST at `out`, rejecting duplicate certificate
-/// identities (naming both rows; `files` names the input files). Returns the number of
-/// certificates; no file is written when there are none.
+/// Merges the source-index runs into one SST at `out` (its pages kept in the page cache with
+/// `keep_pages`), rejecting duplicate certificate identities (naming both rows; `files`
+/// names the input files). Returns the number of certificates and the file; no file is
+/// written when there are none.
 pub(crate) fn merge_source(
     opts: &SstOptions,
+    keep_pages: bool,
     runs: &Runs,
     out: &Path,
     files: &[PathBuf],
     pool: &ReadAhead,
-) -> Result<u64, LoadError> {
+) -> Result<(u64, Option<SstFile>), LoadError> {
     let mut readers = Vec::with_capacity(runs.source.len() + runs.memory.len());
     for path in &runs.source {
         readers.push(Input::File(RunReader::open_all(path, pool)?));
@@ -682,7 +683,7 @@ pub(crate) fn merge_source(
     }
     let less = |heads: &[SourceHead], a: usize, b: usize| heads[a].order(&heads[b]).is_lt();
     let mut frontier = Frontier::new(live.into_iter(), |a, b| less(&heads, a, b));
-    let mut w = opts.writer();
+    let mut w = opts.writer(keep_pages);
     let mut opened = false;
     let mut n = 0u64;
     // The last key written, and the row it came from.
@@ -737,18 +738,16 @@ pub(crate) fn merge_source(
     if !dups.is_empty() {
         return Err(LoadError::Rejected(dups));
     }
-    if opened {
-        w.finish().map_err(|e| io_err(out, e.into_string()))?;
-    }
-    Ok(n)
+    let file = if opened { Some(w.finish().map_err(|e| io_err(out, e.into_string()))?) } else { None };
+    Ok((n, file))
 }
 
-/// Reads a finished SST file back into the OS page cache.
+/// Reads a prepared SST file back into the OS page cache before it is installed.
 ///
-/// RocksDB's `SstFileWriter` drops the pages it writes from the page cache (its
-/// `invalidate_page_cache`, which the C API does not expose), so without this the first
-/// lookups and diffs after a switch read every block from the disk at random: a 101,978-row
-/// diff right after a 1 M-person load took 12 s instead of 2 s. The file is mapped with
+/// Its writer dropped the pages it wrote (a prepared directory may wait long before it is
+/// installed), so without this the first lookups and diffs after a switch read every block
+/// from the disk at random: a 101,978-row diff right after a 1 M-person load took 12 s
+/// instead of 2 s. The file is mapped with
 /// `MAP_POPULATE`, a window at a time, which has the kernel read it in without copying it
 /// through this process: 0.05 s of CPU for 700 MB where `read` took 0.76 s
 /// (`POSIX_FADV_WILLNEED` would be cheaper still, but the kernel reads only the first 8 MB
@@ -800,7 +799,7 @@ pub(crate) fn prefetch(path: &Path) {
 /// ingestion of a PlainTable file reads every key of it on one thread, paying that for the
 /// whole file: 7.5–9 s for a 10 M load's holders files on one machine, 1.2 s on another.
 /// Touching pages from a second thread meanwhile pays part of it on a core that would
-/// otherwise wait (`load::install_files`).
+/// otherwise wait (`load::install_read_back`).
 ///
 /// One `pread` of a byte per page, not a mapping: a prepared directory's file cut short
 /// by someone else meanwhile ends the read instead of killing the process with SIGBUS.
@@ -867,8 +866,10 @@ mod tests {
         let runs = w.finish().unwrap();
         let opts = pmh_engine::snapshot::SstOptions::holders(&pmh_engine::RocksTuning::default());
         let pool = crate::direct::ReadAhead::new(1);
-        let merge = |out: &str| merge_holders(&opts, &runs, (0, 256), &dir.path().join(out), &pool);
-        assert_eq!(merge("good.sst").unwrap(), 1);
+        let merge = |out: &str| merge_holders(&opts, false, &runs, (0, 256), &dir.path().join(out), &pool);
+        let (holders, file) = merge("good.sst").unwrap();
+        assert_eq!(holders, 1);
+        assert!(file.is_some_and(|f| f.is_prepared() && f.path() == dir.path().join("good.sst")));
         // Flip a byte inside the record's archive (after its head: key, PMH-ID, digest, length).
         let run = &runs.holders[0].path;
         let mut bytes = std::fs::read(run).unwrap();
