@@ -6,8 +6,9 @@
 //!  ─▶ N workers: split fields, validate, derive PMH-ID and store key, serialize, digest
 //!  ─▶ sorted runs on disk (O_DIRECT, cut by key range); each worker's last one in memory
 //!  ─▶ merge tasks on N threads: source.sst (duplicates found here), holders-NNN.sst per
-//!     key range; each file read back into the page cache
-//!  ─▶ Store::install_snapshot (ingest into the inactive pair, switch generation)
+//!     key range, their pages kept in the page cache (`full`; dropped for `prepare`)
+//!  ─▶ Store::install_snapshot (ingest into the inactive pair, told each file's key
+//!     range by its writer instead of reading it; switch generation)
 //!  ─▶ the runs are deleted (the new snapshot already serves)
 //! ```
 //! (JSON is parsed and validated on this thread and handed to the workers as rows.) The
