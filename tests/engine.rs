@@ -963,6 +963,27 @@ fn holders_files(s: &Store, people: &[(PmhId, &str)], dir: &std::path::Path) -> 
 }
 
 #[test]
+fn a_prepared_file_gone_before_its_install_fails_it_and_the_old_snapshot_serves() {
+    // The ingestion takes a prepared file's key range from its writer and never opens it;
+    // a file removed meanwhile (a staging directory cleaned by someone) must still fail
+    // the install, never switch to a snapshot missing people.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("db"), config()).unwrap();
+    let a = person(1);
+    s.load_snapshot(vec![(a, cert("OLD"))], &dir.path().join("s1")).unwrap();
+    s.grant_consent(&a, institution(), unix_now()).unwrap();
+    let g = s.generation();
+    let files = holders_files(&s, &[(a, "NEW"), (person(2), "B")], dir.path());
+    assert!(files.iter().all(|f| f.is_prepared()));
+    std::fs::remove_file(files[1].path()).unwrap();
+    let err = s.install_snapshot(&files, &[]).unwrap_err();
+    let name = files[1].path().file_name().unwrap().to_string_lossy().into_owned();
+    assert!(matches!(&err, Error::Storage(m) if m.contains(&name)), "names the missing file: {err}");
+    assert_eq!(s.generation(), g);
+    assert_eq!(answered(&s, &a, "2026-11-21"), Some(vec!["OLD".into()]));
+}
+
+#[test]
 fn holders_files_install_alike_whether_their_writer_is_at_hand_or_not() {
     // A full load's own files are ingested with what their writer learnt of them (RocksDB
     // does not read them again); a prepared directory's are named by path and read. Both
