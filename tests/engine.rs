@@ -913,7 +913,7 @@ fn a_failed_snapshot_install_leaves_the_previous_snapshot_serving() {
         // file: the holders part is already ingested into the inactive pair when it fails.
         let opts = s.holders_sst_writer();
         let holders = dir.path().join("next-holders.sst");
-        let mut w = opts.writer(false);
+        let mut w = opts.writer();
         w.open(&holders).unwrap();
         let bucket = pmh_engine::record::Bucket {
             holders: vec![pmh_engine::record::Holder { pmh_id: *a.as_bytes(), certificates: vec![cert("NEW")] }],
@@ -943,12 +943,13 @@ fn a_failed_snapshot_install_leaves_the_previous_snapshot_serving() {
 fn holders_files(s: &Store, people: &[(PmhId, &str)], dir: &std::path::Path) -> Vec<pmh_engine::snapshot::SstFile> {
     let mut people = people.to_vec();
     people.sort_by_key(|(p, _)| s.key_of(p));
-    let opts = s.holders_sst_writer();
+    // Every other file from a writer that drops its pages (as a prepared directory's do).
+    let opts = [s.holders_sst_writer(), pmh_engine::snapshot::SstOptions::holders(&s.config().rocks)];
     people
         .iter()
         .enumerate()
         .map(|(i, (p, history_key))| {
-            let mut w = opts.writer(i % 2 == 0);
+            let mut w = opts[i % 2].writer();
             w.open(&dir.join(format!("h{i}.sst"))).unwrap();
             let bucket = pmh_engine::record::Bucket {
                 holders: vec![pmh_engine::record::Holder {

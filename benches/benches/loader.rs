@@ -68,7 +68,7 @@ fn loader(c: &mut Criterion) {
     let path = dir.path().join("bench.sst");
     g.bench_function("encode_and_write_buckets", |b| {
         b.iter(|| {
-            let mut w = opts.writer(false);
+            let mut w = opts.writer();
             w.open(&path).expect("open sst");
             for (k, bucket) in &buckets {
                 w.put(k, encode_bucket(bucket).expect("encode")).expect("put");

@@ -39,40 +39,58 @@ pub struct SnapshotSummary {
 }
 
 /// Options for an SST file writer, owned so writers can be built on any thread.
-pub struct SstOptions(Options);
+pub struct SstOptions {
+    options: Options,
+    /// Whether the pages written stay in the OS page cache ([`SstOptions::keeping_pages`]).
+    keep_in_page_cache: bool,
+}
 
 impl SstOptions {
     /// Options for holders SST files that a store tuned with `tuning` can ingest (the
     /// holders families' table format and comparator). Needs no open store, so a snapshot
-    /// can be prepared while a server holds the store.
+    /// can be prepared while a server holds the store. Its writers drop the pages they
+    /// write, as RocksDB's do: a prepared snapshot may wait long before it is read.
     pub fn holders(tuning: &crate::options::RocksTuning) -> SstOptions {
-        SstOptions(tuning.holders_cf_options(&rocksdb::Cache::new_lru_cache(1 << 20)))
+        SstOptions {
+            options: tuning.holders_cf_options(&rocksdb::Cache::new_lru_cache(1 << 20)),
+            keep_in_page_cache: false,
+        }
     }
 
     /// Options for source-index SST files that a store tuned with `tuning` can ingest
-    /// (same table format, filters and block layout as its source-index families).
+    /// (same table format, filters and block layout as its source-index families). Its
+    /// writers drop their pages, as [`SstOptions::holders`]'.
     pub fn source(tuning: &crate::options::RocksTuning) -> SstOptions {
-        SstOptions(tuning.point_cf_options(&rocksdb::Cache::new_lru_cache(1 << 20)))
+        SstOptions {
+            options: tuning.point_cf_options(&rocksdb::Cache::new_lru_cache(1 << 20)),
+            keep_in_page_cache: false,
+        }
     }
 
-    /// A writer for one SST file. Keys must be added in ascending order. With
-    /// `keep_in_page_cache` the pages written stay in the OS page cache, for a file that is
-    /// installed and served right away; without it the writer drops them as it goes
-    /// (RocksDB's default), for a file that may wait long before it is read.
-    pub fn writer(&self, keep_in_page_cache: bool) -> SstFileWriter<'_> {
-        SstFileWriter::new(&self.0, keep_in_page_cache)
+    /// The same options, for files that are installed and served right away: the pages
+    /// their writers write stay in the OS page cache, so the new snapshot answers from
+    /// memory without reading anything back.
+    pub fn keeping_pages(self) -> SstOptions {
+        SstOptions { keep_in_page_cache: true, ..self }
+    }
+
+    /// A writer for one SST file. Keys must be added in ascending order.
+    pub fn writer(&self) -> SstFileWriter<'_> {
+        SstFileWriter::new(&self.options, self.keep_in_page_cache)
     }
 }
 
 impl Store {
-    /// Options to write SST files for the holders family (same table format as the store).
+    /// Options to write SST files for the holders family of this store (same table format),
+    /// to be installed right away: their writers keep their pages in the page cache.
     pub fn holders_sst_writer(&self) -> SstOptions {
-        SstOptions::holders(&self.config.rocks)
+        SstOptions::holders(&self.config.rocks).keeping_pages()
     }
 
-    /// Options to write SST files for the source-index family.
+    /// Options to write SST files for the source-index family of this store, to be
+    /// installed right away (their pages kept, as [`Store::holders_sst_writer`]'s).
     pub fn source_sst_writer(&self) -> SstOptions {
-        SstOptions::source(&self.config.rocks)
+        SstOptions::source(&self.config.rocks).keeping_pages()
     }
 
     /// Ingests prepared SST files as the new complete snapshot and switches to it
@@ -153,7 +171,7 @@ impl Store {
         let mut holders = Vec::new();
         if !by_key.is_empty() {
             let opts = self.holders_sst_writer();
-            let mut w = opts.writer(true);
+            let mut w = opts.writer();
             w.open(&hpath)?;
             for (k, b) in &by_key {
                 let bytes = encode_bucket(b).map_err(|e| Error::Corrupt(format!("serialize bucket: {e}")))?;
@@ -164,7 +182,7 @@ impl Store {
         let mut source = Vec::new();
         if !index.is_empty() {
             let opts = self.source_sst_writer();
-            let mut w = opts.writer(true);
+            let mut w = opts.writer();
             w.open(&spath)?;
             for (k, (_, e)) in &index {
                 w.put(k, e.encode())?;

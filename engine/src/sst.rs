@@ -246,8 +246,8 @@ mod tests {
         (vec.iter().filter(|b| **b & 1 == 1).count(), pages)
     }
 
-    fn write(opts: &SstOptions, path: &Path, keep: bool) -> SstFile {
-        let mut w = opts.writer(keep);
+    fn write(opts: &SstOptions, path: &Path) -> SstFile {
+        let mut w = opts.writer();
         w.open(path).unwrap();
         let value = vec![7u8; 4000];
         for i in 0u128..4096 {
@@ -263,10 +263,11 @@ mod tests {
         // back: it relies on the pages staying cached. A snapshot prepared for later must
         // not fill the cache.
         let dir = tempfile::tempdir().unwrap();
-        let opts = SstOptions::holders(&crate::RocksTuning::default());
+        let dropping = SstOptions::holders(&crate::RocksTuning::default());
+        let keeping = SstOptions::holders(&crate::RocksTuning::default()).keeping_pages();
         let (kept, dropped) = (dir.path().join("kept.sst"), dir.path().join("dropped.sst"));
-        assert!(write(&opts, &kept, true).is_prepared());
-        assert!(write(&opts, &dropped, false).is_prepared());
+        assert!(write(&keeping, &kept).is_prepared());
+        assert!(write(&dropping, &dropped).is_prepared());
         let (k, pages) = resident(&kept);
         assert!(pages > 2000, "a 16 MB file: {pages} pages");
         assert!(k * 10 >= pages * 9, "kept: {k} of {pages} pages cached");
@@ -286,11 +287,11 @@ mod tests {
     #[test]
     fn writer_errors_come_back_in_rocksdbs_words() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = SstOptions::holders(&crate::RocksTuning::default());
-        let mut w = opts.writer(true);
+        let opts = SstOptions::holders(&crate::RocksTuning::default()).keeping_pages();
+        let mut w = opts.writer();
         let err = w.open(&dir.path().join("no-such-dir").join("x.sst")).unwrap_err().into_string();
         assert!(err.contains("no-such-dir"), "{err}");
-        let mut w = opts.writer(true);
+        let mut w = opts.writer();
         assert_eq!(w.finish().unwrap_err().into_string(), "finish: no file was opened");
         w.open(&dir.path().join("x.sst")).unwrap();
         w.put([2u8; 16], b"1").unwrap();

@@ -437,14 +437,14 @@ pub fn full(
     let _guard = StagingGuard(dir.clone());
     let target = Target {
         key_of: &|id| store.key_of(id),
+        // This store's writers: they keep their pages (see `Target::holders`).
         holders: store.holders_sst_writer(),
         source: store.source_sst_writer(),
-        serve: true,
     };
     let (mut summary, merged) = prepare_with(&target, deriver, files, opts, &dir, progress)?;
     progress.stage("install");
     // The writers left every page in the page cache and told the ingestion what it needs
-    // to know of each file, so nothing is read again (see `Target::serve`).
+    // to know of each file, so nothing is read again (see `Target::holders`).
     summary.generation = store.install_snapshot(&merged.holder_files, &merged.source_files)?;
     summary.live_after = start.elapsed();
     // The sort runs are removed only now: on a file system mounted with `discard`, freeing
@@ -483,19 +483,18 @@ fn unique() -> u128 {
 /// target store.
 struct Target<'a> {
     key_of: &'a (dyn Fn(&PmhId) -> StoreKey + Sync),
-    /// The holders files' format (PlainTable).
-    holders: SstOptions,
-    /// The source index's format (block-based).
-    source: SstOptions,
-    /// The files are installed by this process and served as soon as they are written
-    /// (`full`): their writers keep the pages they write in the page cache, so that the new
+    /// The holders files' format (PlainTable), and whether their writers keep their pages.
+    ///
+    /// `full` installs the files itself and serves them as soon as they are written: its
+    /// writers (the store's) keep the pages they write in the page cache, so that the new
     /// snapshot answers from memory without reading anything back, and the ingestion, told
     /// by the writers where each file's keys start and end, does not read them either.
-    ///
-    /// Otherwise (`prepare`) the directory may wait long enough for its pages to leave the
-    /// cache, and its writers drop them as RocksDB's do; its install reads the files back
+    /// `prepare`'s directory may wait long enough for its pages to leave the cache: its
+    /// writers drop them as RocksDB's do, and its install reads the files back
     /// ([`install_read_back`]).
-    serve: bool,
+    holders: SstOptions,
+    /// The source index's format (block-based), its pages kept as the holders' are.
+    source: SstOptions,
 }
 
 /// The manifest a prepared snapshot directory carries (`snapshot.json`).
@@ -525,7 +524,6 @@ pub fn prepare(
         key_of: &|id: &PmhId| id.store_key(),
         holders: SstOptions::holders(tuning),
         source: SstOptions::source(tuning),
-        serve: false,
     };
     prepare_with(&target, deriver, files, opts, out, progress).map(|(summary, _)| summary).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(out);
@@ -872,16 +870,11 @@ fn merge(target: &Target<'_>, runs: &Runs, dir: &Path, files: &[PathBuf], thread
                     let began = Instant::now();
                     let r = match tasks[t] {
                         MergeTask::Source => {
-                            crate::sort::merge_source(&target.source, target.serve, runs, &source_path, files, &pool)
+                            crate::sort::merge_source(&target.source, runs, &source_path, files, &pool)
                         }
-                        MergeTask::Holders(p, range) => crate::sort::merge_holders(
-                            &target.holders,
-                            target.serve,
-                            runs,
-                            range,
-                            &holder_path(p),
-                            &pool,
-                        ),
+                        MergeTask::Holders(p, range) => {
+                            crate::sort::merge_holders(&target.holders, runs, range, &holder_path(p), &pool)
+                        }
                     };
                     tracing::debug!(task = ?tasks[t], ms = began.elapsed().as_millis() as u64, "merge task done");
                     if r.is_err() {

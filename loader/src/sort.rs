@@ -576,11 +576,10 @@ pub(crate) fn key_ranges(parts: usize) -> Vec<(usize, usize)> {
 }
 
 /// Merges the records of every holder run whose key starts with a byte in `lo..hi` into one
-/// SST of buckets at `out` (its pages kept in the page cache with `keep_pages`). Returns the
-/// number of holders and the file; no file is written when the range holds none.
+/// SST of buckets at `out`. Returns the number of holders and the file; no file is written
+/// when the range holds none.
 pub(crate) fn merge_holders(
     opts: &SstOptions,
-    keep_pages: bool,
     runs: &Runs,
     (lo, hi): (usize, usize),
     out: &Path,
@@ -603,7 +602,7 @@ pub(crate) fn merge_holders(
     let less =
         |heads: &[HolderHead], a: usize, b: usize| (heads[a].key, heads[a].pmh, a) < (heads[b].key, heads[b].pmh, b);
     let mut frontier = Frontier::new(live.into_iter(), |a, b| less(&heads, a, b));
-    let mut w = opts.writer(keep_pages);
+    let mut w = opts.writer();
     let mut opened = false;
     let mut holders = 0u64;
     // The bucket being built: its key, the holder last started, and its value so far. The
@@ -655,13 +654,11 @@ pub(crate) fn merge_holders(
     Ok((holders, file))
 }
 
-/// Merges the source-index runs into one SST at `out` (its pages kept in the page cache with
-/// `keep_pages`), rejecting duplicate certificate identities (naming both rows; `files`
-/// names the input files). Returns the number of certificates and the file; no file is
-/// written when there are none.
+/// Merges the source-index runs into one SST at `out`, rejecting duplicate certificate
+/// identities (naming both rows; `files` names the input files). Returns the number of
+/// certificates and the file; no file is written when there are none.
 pub(crate) fn merge_source(
     opts: &SstOptions,
-    keep_pages: bool,
     runs: &Runs,
     out: &Path,
     files: &[PathBuf],
@@ -683,7 +680,7 @@ pub(crate) fn merge_source(
     }
     let less = |heads: &[SourceHead], a: usize, b: usize| heads[a].order(&heads[b]).is_lt();
     let mut frontier = Frontier::new(live.into_iter(), |a, b| less(&heads, a, b));
-    let mut w = opts.writer(keep_pages);
+    let mut w = opts.writer();
     let mut opened = false;
     let mut n = 0u64;
     // The last key written, and the row it came from.
@@ -747,9 +744,9 @@ pub(crate) fn merge_source(
 /// Its writer dropped the pages it wrote (a prepared directory may wait long before it is
 /// installed), so without this the first lookups and diffs after a switch read every block
 /// from the disk at random: a 101,978-row diff right after a 1 M-person load took 12 s
-/// instead of 2 s. The file is mapped with
-/// `MAP_POPULATE`, a window at a time, which has the kernel read it in without copying it
-/// through this process: 0.05 s of CPU for 700 MB where `read` took 0.76 s
+/// instead of 2 s. The file is mapped with `MAP_POPULATE`, a window at a time, which has the
+/// kernel read it in without copying it through this process: 0.05 s of CPU for 700 MB
+/// where `read` took 0.76 s
 /// (`POSIX_FADV_WILLNEED` would be cheaper still, but the kernel reads only the first 8 MB
 /// of each file for it). Ingestion hard-links the file, so the cached pages stay with it.
 /// Only a speed-up: errors are ignored.
@@ -866,7 +863,7 @@ mod tests {
         let runs = w.finish().unwrap();
         let opts = pmh_engine::snapshot::SstOptions::holders(&pmh_engine::RocksTuning::default());
         let pool = crate::direct::ReadAhead::new(1);
-        let merge = |out: &str| merge_holders(&opts, false, &runs, (0, 256), &dir.path().join(out), &pool);
+        let merge = |out: &str| merge_holders(&opts, &runs, (0, 256), &dir.path().join(out), &pool);
         let (holders, file) = merge("good.sst").unwrap();
         assert_eq!(holders, 1);
         assert!(file.is_some_and(|f| f.is_prepared() && f.path() == dir.path().join("good.sst")));
