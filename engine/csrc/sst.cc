@@ -14,7 +14,6 @@
 // RocksDB's db/c.cc, where the C API's opaque handles are defined; that is what makes a
 // pointer made here a valid handle for the C API's functions, and theirs valid here.
 
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
