@@ -20,6 +20,20 @@ for deps in "$CARGO_TARGET_DIR"/*/deps; do
     awk -v d="$deps" '{ n = $2; sub(/-[0-9a-f]+$/, "", n); if (++seen[n] > 4) print d "/" $2 }' |
     xargs -r rm -f || true
 done
+# Cargo decides whether a workspace crate is fresh from its sources' modification times;
+# it does not compare the path it was built from. After a build from another clone of the
+# same commit sharing this cache (CI's fresh clone), this checkout ran that clone's
+# executables, which name its files through `env!("CARGO_MANIFEST_DIR")` (11 loader tests
+# failed reading `data/` of a clone that was gone), and an edit older than that build would
+# not have been compiled at all. So when the checkout changes, the workspace crates' fingerprints
+# go (they are all `pmh-*`), and they are built again; the dependencies stay.
+root=$(cd "$here/.." && pwd)
+mark="$CARGO_TARGET_DIR/.checkout"
+mkdir -p "$CARGO_TARGET_DIR"
+if [ "$(cat "$mark" 2>/dev/null || true)" != "$root" ]; then
+  rm -rf "$CARGO_TARGET_DIR"/*/.fingerprint/pmh-* "$CARGO_TARGET_DIR"/*/*/.fingerprint/pmh-*
+  printf '%s\n' "$root" > "$mark"
+fi
 ROCKSDB_LIB_DIR=$("$here/rocksdb-lib.sh")
 export ROCKSDB_LIB_DIR ROCKSDB_STATIC=1
 exec cargo "$@"
