@@ -415,6 +415,17 @@ impl Drop for StagingGuard {
     }
 }
 
+/// Removes a directory made for the load if the load leaves it empty (`remove_dir` fails on
+/// one that is not, which is left as it is).
+struct EmptyDirGuard(Option<PathBuf>);
+impl Drop for EmptyDirGuard {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// Loads files as a complete new snapshot and switches to it atomically: [`prepare`] into
 /// the store's staging directory, then [`install`].
 pub fn full(
@@ -433,6 +444,9 @@ pub fn full(
         PathBuf::from(s)
     });
     remove_stale_snapshots(&staging);
+    // The default staging directory goes with the load, so that nothing is left beside the
+    // store; one the caller named is the caller's. (Dropped after `_guard`, which empties it.)
+    let _staging_guard = EmptyDirGuard(opts.staging.is_none().then(|| staging.clone()));
     let dir = staging.join(format!("snapshot-{}-{}", std::process::id(), unique()));
     let _guard = StagingGuard(dir.clone());
     let target = Target {

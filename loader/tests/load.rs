@@ -79,6 +79,7 @@ fn every_sample_loads_to_the_same_lookups() {
         assert!(s.certificates > 0);
         assert_eq!(s.generation, 1);
         assert!(store.verify().expect("verify").is_ok());
+        assert!(!t.path().join(format!("db{i}.staging")).exists(), "the default staging directory goes with the load");
         results.push(answers(&store, "sample-utf8.csv", "2026-11-21"));
     }
     assert!(results[0].iter().any(|(_, keys)| !keys.is_empty()), "some sample certificate is valid on the date");
@@ -89,13 +90,14 @@ fn every_sample_loads_to_the_same_lookups() {
 #[test]
 fn bad_rows_are_all_reported_and_change_nothing() {
     let t = tempfile::tempdir().expect("tmp");
-    let store = open(t.path());
+    let store = open(&t.path().join("db"));
     full(&store, &["sample-utf8.csv"]).expect("loads");
     let before = answers(&store, "sample-utf8.csv", "2026-11-21");
     let g = store.generation();
     let Err(LoadError::Rejected(errors)) = full(&store, &["sample-utf8.csv", "bad-rows.csv"]) else {
         panic!("bad rows must be rejected");
     };
+    assert!(!t.path().join("db.staging").exists(), "a rejected load leaves no staging directory either");
     let expected = std::fs::read_to_string(data("bad-rows.expected.txt")).expect("expected report");
     assert_eq!(errors.len(), expected.lines().count(), "every bad row, not only the first");
     assert_eq!(store.generation(), g);
