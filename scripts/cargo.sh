@@ -6,13 +6,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/deps.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pmh/target}
-# Every clone path is a new package path to cargo, so each fresh-clone CI run links its own
-# test and program executables (~4.5 GB with debug info) beside the old ones, and so does
-# every change of features or flags: the cache grew until the disk was full (twice, once by
-# 15 GB within an hour). Of the executables of one name (cargo's `name-hash`), the four
-# newest are kept (a program and its unit tests, for the checkout and for one CI clone),
-# and none untouched for two days; libraries stay, so at worst a test crate is compiled
-# again.
+# Every change of features or flags links a new set of test and program executables
+# (~4.5 GB with debug info) beside the old ones: the cache grew until the disk was full
+# (twice, once by 15 GB within an hour). Of the executables of one name (cargo's
+# `name-hash`), the four newest are kept, and none untouched for two days; libraries stay,
+# so at worst a test crate is compiled again.
 for deps in "$CARGO_TARGET_DIR"/*/deps; do
   [ -d "$deps" ] || continue
   find "$deps" -maxdepth 1 -type f ! -name '*.*' -mtime +1 -delete 2>/dev/null || true
@@ -21,12 +19,12 @@ for deps in "$CARGO_TARGET_DIR"/*/deps; do
     xargs -r rm -f || true
 done
 # Cargo decides whether a workspace crate is fresh from its sources' modification times;
-# it does not compare the path it was built from. After a build from another clone of the
-# same commit sharing this cache (CI's fresh clone), this checkout ran that clone's
-# executables, which name its files through `env!("CARGO_MANIFEST_DIR")` (11 loader tests
-# failed reading `data/` of a clone that was gone), and an edit older than that build would
-# not have been compiled at all. So when the checkout changes, the workspace crates' fingerprints
-# go (they are all `pmh-*`), and they are built again; the dependencies stay.
+# it does not compare the path it was built from, and a fresh clone of the same commit (CI's,
+# sharing this cache) gets the same artifact names. After such a build, this checkout ran
+# the clone's executables, which find `data/` through `env!("CARGO_MANIFEST_DIR")` (11
+# loader tests failed once the clone was gone), and an edit older than that build would not
+# have been compiled at all. So when the checkout changes, the workspace crates'
+# fingerprints go (they are all `pmh-*`) and cargo builds them again; dependencies stay.
 root=$(cd "$here/.." && pwd)
 mark="$CARGO_TARGET_DIR/.checkout"
 mkdir -p "$CARGO_TARGET_DIR"
