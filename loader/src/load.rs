@@ -49,7 +49,8 @@ pub struct LoadOptions {
     /// CSV text encoding.
     pub encoding: Encoding,
     /// Worker threads for a full load and for parsing a differential CSV file (default:
-    /// the machine's cores).
+    /// the machine's cores). A full load that spills sorted runs to disk parses on one
+    /// more, which works while another waits for the disk.
     pub threads: usize,
     /// Memory for in-memory sorting, shared by the workers; past it, sorted runs are
     /// spilled to the staging directory. Default 512 MiB.
@@ -644,9 +645,15 @@ fn prepare_with(
     // index key take about 1.5 bytes per byte of its CSV row.
     let input_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let expected = usize::try_from(input_bytes.saturating_mul(3) / 2).unwrap_or(usize::MAX);
-    let (tx, rx) = crossbeam_channel::bounded::<Work>(threads * 4);
+    // A load that spills runs one parse worker more than `threads`. A worker stops for the
+    // direct writes of every run it spills (about 0.3 s of disk for each of a 10 M load's),
+    // and the extra worker has its core meanwhile: in 10 M loads the parse phase waited for
+    // the disk 12 % of the time with two workers on two cores and 2 % with three, and took
+    // 11.7–13.1 s instead of 13.3–14.7 s (docs/benchmarks.md, nineteenth round).
+    let workers = threads + usize::from(expected > opts.sort_budget_bytes);
+    let (tx, rx) = crossbeam_channel::bounded::<Work>(workers * 4);
     // Validated CSV batches go back to the splitter, which reuses their record buffers.
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<crate::csv_reader::CsvBatch>(threads * 4 + 2);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<crate::csv_reader::CsvBatch>(workers * 4 + 2);
     // Errors found by workers validating CSV records, with the file index for ordering.
     let worker_errors: std::sync::Mutex<Vec<(u16, RowError)>> = std::sync::Mutex::new(Vec::new());
     let failed = std::sync::atomic::AtomicBool::new(false);
@@ -656,12 +663,12 @@ fn prepare_with(
 
     progress.stage("parse");
     let results: Vec<Result<Runs, LoadError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
+        let workers: Vec<_> = (0..workers)
             .map(|id| {
                 let (rx, done_tx) = (rx.clone(), done_tx.clone());
                 let (worker_errors, failed, deleted) = (&worker_errors, &failed, &deleted);
                 scope.spawn(move || -> Result<Runs, LoadError> {
-                    let mut w = Sorter::new(id, dir_for_runs, opts.sort_budget_bytes / threads, expected / threads);
+                    let mut w = Sorter::new(id, dir_for_runs, opts.sort_budget_bytes / workers, expected / workers);
                     // People's rows are usually adjacent: derive each PMH-ID once.
                     let mut last: Option<(MyNumber, PmhId)> = None;
                     let mut add = |w: &mut Sorter<'_>, file: u16, row: u64, number: MyNumber, cert: Certificate| {

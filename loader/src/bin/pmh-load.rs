@@ -39,7 +39,7 @@ struct Cli {
     #[arg(long, global = true, default_value = "auto")]
     encoding: Encoding,
     /// Worker threads for a full load and for parsing a differential CSV file (default:
-    /// all cores).
+    /// all cores; a full load that spills sorted runs to disk parses on one more).
     #[arg(long, global = true)]
     threads: Option<usize>,
     /// Memory for sorting in a full load, in MiB (past it, sorted runs spill to disk). Each
