@@ -44,6 +44,24 @@ fn check_reports_every_bad_row_and_exits_1() {
     assert!(!t.path().join("store").exists(), "check must not create a store");
 }
 
+#[test]
+fn out_of_range_numbers_are_usage_errors() {
+    // `--threads 100000` panicked spawning threads, and a `--sort-mib` past 2^44 wrapped
+    // around when turned into bytes, before both were bounded.
+    let t = tempfile::tempdir().expect("tmp");
+    let cfg = config(t.path());
+    let sample = data("sample-utf8.csv").display().to_string();
+    for (option, value) in
+        [("--threads", "0"), ("--threads", "100000"), ("--sort-mib", "0"), ("--sort-mib", "18446744073709551615")]
+    {
+        let out = pmh_load(&cfg, &[option, value, "full", &sample]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{option} {value}: {err}");
+        assert!(err.contains(option), "{option} {value}: {err}");
+        assert!(!t.path().join("store").exists(), "{option} {value}: no store is created");
+    }
+}
+
 /// A store in a temporary directory with the UTF-8 sample loaded (`--quiet full`), its
 /// configuration, and the load's output.
 fn sample_store() -> (tempfile::TempDir, PathBuf, std::process::Output) {

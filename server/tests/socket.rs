@@ -305,3 +305,36 @@ fn quick_start_generates_and_prints_a_configuration() {
         log.lines().skip_while(|l| !l.contains("role = \"gateway\"")).find_map(|l| l.strip_prefix("token = \""));
     assert!(gateway.is_some_and(|t| t.trim_end_matches('"').len() == 64), "{log}");
 }
+
+#[test]
+fn an_out_of_range_worker_count_is_a_usage_error() {
+    // 100,000 runtime threads aborted the process in the runtime's start-up ("fatal
+    // runtime error") before the count was bounded.
+    let dir = tempfile::tempdir().unwrap();
+    for n in ["0", "100000"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pmh-server"))
+            .args(["--db", dir.path().join("db").to_str().unwrap(), "--listen", "127.0.0.1:0", "--workers", n])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that accepted the count would serve until stopped: stop it and fail.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("--workers {n}: pmh-server started instead of refusing the count");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert_eq!(status.code(), Some(2), "--workers {n}: {err}");
+        assert!(err.contains("--workers") && err.contains("1..=1024"), "--workers {n}: {err}");
+        assert!(!dir.path().join("db").exists(), "--workers {n}: no store is created");
+    }
+}

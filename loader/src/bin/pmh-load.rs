@@ -39,14 +39,15 @@ struct Cli {
     #[arg(long, global = true, default_value = "auto")]
     encoding: Encoding,
     /// Worker threads for a full load and for parsing a differential CSV file (default:
-    /// all cores; a full load that spills sorted runs to disk parses on one more).
-    #[arg(long, global = true)]
-    threads: Option<usize>,
+    /// all cores; a full load that spills sorted runs to disk parses on one more), 1–1024.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// Memory for sorting in a full load, in MiB (past it, sorted runs spill to disk). Each
     /// spill is a run and every merge task opens every run, so a small value on a large
-    /// load means many open files: the default makes about 2 runs per GB of store.
-    #[arg(long, global = true, default_value_t = 512)]
-    sort_mib: usize,
+    /// load means many open files: the default makes about 2 runs per GB of store. At most
+    /// 1048576 (1 TiB).
+    #[arg(long, global = true, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    sort_mib: u32,
     /// No progress output, only the summary or the errors.
     #[arg(long, global = true)]
     quiet: bool,
@@ -207,11 +208,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     let mut opts = LoadOptions {
         format: cli.format,
         encoding: cli.encoding,
-        sort_budget_bytes: cli.sort_mib.max(1) << 20,
+        sort_budget_bytes: (cli.sort_mib as usize) << 20,
         ..LoadOptions::default()
     };
     if let Some(t) = cli.threads {
-        opts.threads = t.max(1);
+        opts.threads = usize::from(t);
     }
     let files = match &cli.cmd {
         Cmd::Full { files, .. } | Cmd::Diff { files } | Cmd::Check { files } => files.clone(),

@@ -30,9 +30,9 @@ struct Cli {
     /// Listen address (overrides `listen`).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long)]
-    workers: Option<usize>,
+    /// Runtime worker threads (default: one per core), 1–1024.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
     /// Print a quick-start configuration for `--db` (random secret and tokens) and exit.
     #[arg(long)]
     print_demo_config: bool,
@@ -79,7 +79,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(n) = cli.workers {
-        rt.worker_threads(n.max(1));
+        rt.worker_threads(usize::from(n));
     }
     let rt = rt.build().map_err(|e| format!("tokio runtime: {e}"))?;
 
