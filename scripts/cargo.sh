@@ -7,10 +7,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 "$here/deps.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pmh/target}
 # Every change of features or flags links a new set of test and program executables
-# (~4.5 GB with debug info) beside the old ones: the cache grew until the disk was full
-# (twice, once by 15 GB within an hour). Of the executables of one name (cargo's
-# `name-hash`), the four newest are kept, and none untouched for two days; libraries stay,
-# so at worst a test crate is compiled again.
+# (1 GB; 9 GB while RocksDB's archive kept its debug information) beside the old ones: the
+# cache grew until the disk was full (twice, once by 15 GB within an hour). Of the
+# executables of one name (cargo's `name-hash`), the four newest are kept, and none
+# untouched for two days; libraries stay, so at worst a test crate is compiled again.
 for deps in "$CARGO_TARGET_DIR"/*/deps; do
   [ -d "$deps" ] || continue
   find "$deps" -maxdepth 1 -type f ! -name '*.*' -mtime +1 -delete 2>/dev/null || true
