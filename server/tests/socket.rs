@@ -193,6 +193,19 @@ impl Drop for Server {
     }
 }
 
+/// Waits for `child` to exit; fails with `what` if it has not within `limit` (`Server`'s
+/// drop then kills it).
+fn exit_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn write_config(dir: &Path, sync_writes: bool) -> std::path::PathBuf {
     let text = config_text(8 << 20).replace("sync_writes = false", &format!("sync_writes = {sync_writes}"));
     let text = format!("db = {:?}\n{text}", dir.join("db").to_str().unwrap());
@@ -257,14 +270,7 @@ fn sigterm_finishes_and_exits_cleanly() {
     assert_eq!(status, 200);
     let ok = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
     assert!(ok.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = server.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "pmh-server did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut server.child, Duration::from_secs(20), "pmh-server did not stop on SIGTERM");
     assert!(status.success(), "{status:?}");
     let mut err = String::new();
     server.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
@@ -312,27 +318,19 @@ fn an_out_of_range_worker_count_is_a_usage_error() {
     // runtime error") before the count was bounded.
     let dir = tempfile::tempdir().unwrap();
     for n in ["0", "100000"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pmh-server"))
+        let child = Command::new(env!("CARGO_BIN_EXE_pmh-server"))
             .args(["--db", dir.path().join("db").to_str().unwrap(), "--listen", "127.0.0.1:0", "--workers", n])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // A server that accepted the count would serve until stopped: stop it and fail.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("--workers {n}: pmh-server started instead of refusing the count");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        // A server that accepted the count would serve until stopped (and be killed by
+        // `Server`'s drop; its address is not used).
+        let mut server = Server { child, addr: "127.0.0.1:0".parse().unwrap() };
+        let what = format!("--workers {n}: pmh-server started instead of refusing the count");
+        let status = exit_within(&mut server.child, Duration::from_secs(20), &what);
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        server.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         assert_eq!(status.code(), Some(2), "--workers {n}: {err}");
         assert!(err.contains("--workers") && err.contains("1..=1024"), "--workers {n}: {err}");
         assert!(!dir.path().join("db").exists(), "--workers {n}: no store is created");
