@@ -194,6 +194,39 @@ fn every_answer_and_refusal_is_in_the_access_log() {
 }
 
 #[test]
+fn lookups_are_refused_while_the_access_log_cannot_be_written_and_nothing_is_lost() {
+    let t = store();
+    let a = person(1);
+    t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    let gw = t.store.register_client("gw");
+    let day = date("2026-11-21");
+    // Answered before the log fails: its entry is queued, then its batch fails, and keeps
+    // failing until the injection ends.
+    t.store.inject_access_log_write_failures(u64::MAX);
+    assert!(matches!(t.store.lookup(gw, &a, institution(), day).unwrap(), Lookup::Answered(_)));
+    t.store.flush_access_log();
+    assert!(t.store.access_log_failing(), "the failed batch is known when a flush returns");
+    // Meanwhile nothing is answered, nor refused for want of consent: no trail, no answer.
+    assert!(matches!(t.store.lookup(gw, &a, institution(), day), Err(Error::AccessLogUnavailable)));
+    assert!(matches!(t.store.lookup(gw, &person(2), institution(), day), Err(Error::AccessLogUnavailable)));
+    assert!(matches!(t.store.lookup_batch(gw, &[a], institution(), day), Err(Error::AccessLogUnavailable)));
+    assert!(t.store.stats().unwrap().access_log_failures >= 1);
+    // The batch is tried again until it is written; then lookups resume.
+    t.store.inject_access_log_write_failures(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while t.store.access_log_failing() {
+        assert!(std::time::Instant::now() < deadline, "the access log never recovered");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(matches!(t.store.lookup(gw, &a, institution(), day).unwrap(), Lookup::Answered(_)));
+    let log = t.store.access_history(&a).unwrap();
+    assert_eq!(log.len(), 2, "the answer given before the failure is logged after it, the refused ones not at all");
+    assert!(log.iter().all(|e| e.outcome == AccessOutcome::Answered));
+    assert!(t.store.access_history(&person(2)).unwrap().is_empty());
+}
+
+#[test]
 fn batch_lookup_answers_in_request_order() {
     let t = store();
     let (a, b, c) = (person(1), person(2), person(3));

@@ -13,7 +13,7 @@
 //! person's history is one prefix scan in time order.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -267,6 +267,11 @@ struct Shared {
     capacity: usize,
     /// Client names, for turning queued ids into names at write time.
     clients: Arc<Clients>,
+    /// Set while a batch cannot be written: lookups are refused meanwhile (see [`run`]).
+    failing: AtomicBool,
+    /// Writes still to fail on purpose (tests of the above; see
+    /// [`crate::Store::inject_access_log_write_failures`]).
+    fail_writes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -302,6 +307,9 @@ pub(crate) struct AccessLogWriter {
 /// How long an entry waits in memory at most before its batch is written.
 pub(crate) const DRAIN_INTERVAL: Duration = Duration::from_millis(2);
 
+/// How long the writer waits before trying a failed batch again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
 impl AccessLogWriter {
     pub(crate) fn start(db: Arc<DB>, capacity: usize, clients: Arc<Clients>) -> std::io::Result<AccessLogWriter> {
         let shared = Arc::new(Shared {
@@ -310,6 +318,8 @@ impl AccessLogWriter {
             written: Condvar::new(),
             capacity: capacity.max(2),
             clients,
+            failing: AtomicBool::new(false),
+            fail_writes: AtomicU64::new(0),
         });
         let failures = Arc::new(AtomicU64::new(0));
         let (s, f) = (shared.clone(), failures.clone());
@@ -335,16 +345,30 @@ impl AccessLogWriter {
         }
     }
 
-    /// Waits until every entry queued before the call is written.
+    /// Waits until every entry queued before the call is written, or until the log turns
+    /// out not to be writable ([`AccessLogWriter::is_failing`]): an admin reading a history
+    /// then gets what is stored instead of waiting for the disk.
     pub(crate) fn flush(&self) {
         let mut q = self.shared.queue.lock();
         // Everything queued now goes out with the next batch taken.
         let target = q.taken + 1;
         q.wanted = q.wanted.max(target);
         self.shared.wake.notify_one();
-        while q.done < target && !(q.stop && q.entries.is_empty()) {
+        while q.done < target && !(q.stop && q.entries.is_empty()) && !self.is_failing() {
             self.shared.written.wait(&mut q);
         }
+    }
+
+    /// Whether the last attempt to write a batch failed: until one succeeds, lookups are
+    /// refused, since an answer must not go out without its trail (design §5.4).
+    #[inline]
+    pub(crate) fn is_failing(&self) -> bool {
+        self.shared.failing.load(Ordering::Acquire)
+    }
+
+    /// Makes the next `n` batch writes fail as if RocksDB had refused them.
+    pub(crate) fn inject_write_failures(&self, n: u64) {
+        self.shared.fail_writes.store(n, Ordering::Release);
     }
 }
 
@@ -399,27 +423,68 @@ fn run(db: Arc<DB>, shared: Arc<Shared>, failures: Arc<AtomicU64>) {
         // Room again for lookups waiting on a full queue.
         shared.written.notify_all();
         if !batch_entries.is_empty() {
-            let mut batch = WriteBatch::default();
-            if let Some(cf) = db.cf_handle(ACCESS_LOG) {
-                names.refresh_for(&batch_entries);
-                for p in batch_entries.drain(..) {
-                    p.fill(&mut entry, &names);
-                    seq += 1;
-                    let mut key = [0u8; 32];
-                    key[..16].copy_from_slice(&entry.pmh_id);
-                    key[16..24].copy_from_slice(&entry.at_micros.to_be_bytes());
-                    key[24..].copy_from_slice(&seq.to_be_bytes());
-                    value.clear();
-                    match rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&entry, &mut value).map(|_| ()) {
-                        Ok(()) => batch.put_cf(cf, key, &value),
-                        Err(err) => tracing::error!(%err, "access log entry did not serialize"),
+            // A batch that cannot be written is kept and tried again, and lookups are
+            // refused meanwhile (`is_failing`): an answer must not go out without its trail.
+            // The entries already queued are those of lookups answered before the failure
+            // was known; they are written once the log can be written again.
+            let mut attempt = 0u32;
+            loop {
+                let mut batch = WriteBatch::default();
+                if let Some(cf) = db.cf_handle(ACCESS_LOG) {
+                    names.refresh_for(&batch_entries);
+                    for p in &batch_entries {
+                        p.fill(&mut entry, &names);
+                        seq += 1;
+                        let mut key = [0u8; 32];
+                        key[..16].copy_from_slice(&entry.pmh_id);
+                        key[16..24].copy_from_slice(&entry.at_micros.to_be_bytes());
+                        key[24..].copy_from_slice(&seq.to_be_bytes());
+                        value.clear();
+                        match rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&entry, &mut value).map(|_| ()) {
+                            Ok(()) => batch.put_cf(cf, key, &value),
+                            Err(err) => tracing::error!(%err, "access log entry did not serialize"),
+                        }
                     }
                 }
-            }
-            let n = batch.len();
-            if let Err(err) = db.write_opt(batch, &wo) {
-                failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%err, entries = n, "access log batch write failed");
+                let n = batch.len();
+                let injected =
+                    shared.fail_writes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| f.checked_sub(1)).is_ok();
+                let result = if injected {
+                    Err("injected write failure".to_owned())
+                } else {
+                    db.write_opt(batch, &wo).map_err(|e| e.into_string())
+                };
+                match result {
+                    Ok(()) => {
+                        if shared.failing.swap(false, Ordering::AcqRel) {
+                            tracing::warn!(
+                                entries = n,
+                                attempts = attempt + 1,
+                                "access log written again; lookups resume"
+                            );
+                        }
+                        break;
+                    }
+                    Err(err) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        let stopping = shared.queue.lock().stop;
+                        if stopping && attempt > 0 {
+                            tracing::error!(%err, entries = n, "access log batch write failed at shutdown; its entries are lost");
+                            break;
+                        }
+                        tracing::error!(%err, entries = n, "access log batch write failed; lookups are refused until it is written");
+                        if !shared.failing.swap(true, Ordering::AcqRel) {
+                            // Flushers stop waiting for a batch that may never be written.
+                            let _q = shared.queue.lock();
+                            shared.written.notify_all();
+                        }
+                        attempt += 1;
+                        let mut q = shared.queue.lock();
+                        if !q.stop {
+                            shared.wake.wait_for(&mut q, RETRY_INTERVAL);
+                        }
+                    }
+                }
             }
         }
         batch_entries.clear();

@@ -22,6 +22,11 @@ pub enum Error {
     /// The store was created under another PMH-ID secret.
     #[error("this store was created with a different pmh_id_secret; every PMH-ID would miss, refusing to open")]
     SecretMismatch,
+    /// The access log cannot be written just now (its last batch failed and is being
+    /// tried again): lookups are refused until it can, since every answer and refusal
+    /// must leave its trail (design §5.4).
+    #[error("the access log cannot be written; lookups are refused until it can")]
+    AccessLogUnavailable,
     /// A change set or snapshot was rejected; nothing was written.
     #[error(transparent)]
     Rejected(#[from] ChangeError),

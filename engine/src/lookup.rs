@@ -224,6 +224,9 @@ impl Store {
         institution: InstitutionCode,
         date: Date,
     ) -> Result<Lookup<'_>, Error> {
+        if self.audit.is_failing() {
+            return Err(Error::AccessLogUnavailable);
+        }
         // One clock read serves the consent check and the access-log timestamp.
         let now_us = unix_now_micros();
         if !self.consents.is_live(pmh_id, institution, now_us.div_euclid(1_000_000)) {
@@ -247,6 +250,9 @@ impl Store {
         institution: InstitutionCode,
         date: Date,
     ) -> Result<Vec<Lookup<'_>>, Error> {
+        if self.audit.is_failing() {
+            return Err(Error::AccessLogUnavailable);
+        }
         let now_us = unix_now_micros();
         let now = now_us.div_euclid(1_000_000);
         let mut wanted: Vec<([u8; 16], usize)> = Vec::with_capacity(pmh_ids.len());

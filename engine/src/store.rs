@@ -328,13 +328,29 @@ impl Store {
         self.clients.register(name)
     }
 
-    /// Waits until every access-log entry queued so far is written.
+    /// Waits until every access-log entry queued so far is written, or until the log
+    /// turns out not to be writable ([`Store::access_log_failing`]).
     pub fn flush_access_log(&self) {
         self.audit.flush();
     }
 
+    /// Whether the access log cannot be written just now. Lookups answer
+    /// [`Error::AccessLogUnavailable`] meanwhile; the failed batch is tried again every
+    /// 250 ms, and lookups resume once it is written.
+    pub fn access_log_failing(&self) -> bool {
+        self.audit.is_failing()
+    }
+
+    /// Makes the next `n` access-log batch writes fail as if RocksDB had refused them
+    /// (a full disk, an I/O error), for tests of what lookups do then.
+    #[doc(hidden)]
+    pub fn inject_access_log_write_failures(&self, n: u64) {
+        self.audit.inject_write_failures(n);
+    }
+
     /// The person's access history (every answer and refusal about them), oldest first.
-    /// Flushes the queue first, so it includes every lookup answered before the call.
+    /// Flushes the queue first, so it includes every lookup answered before the call
+    /// (unless the log cannot be written just now: then what is stored).
     pub fn access_history(&self, pmh_id: &PmhId) -> Result<Vec<crate::audit::AccessEntry>, Error> {
         self.flush_access_log();
         let cf = self.cf(ACCESS_LOG)?;

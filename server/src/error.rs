@@ -192,7 +192,11 @@ impl ApiError {
 
 impl From<pmh_engine::Error> for ApiError {
     fn from(e: pmh_engine::Error) -> ApiError {
-        ApiError::internal(e)
+        match e {
+            // Not a fault of this request: the log is being retried (the writer logs why).
+            pmh_engine::Error::AccessLogUnavailable => ApiError::new(Code::Unavailable, e.to_string()),
+            e => ApiError::internal(e),
+        }
     }
 }
 

@@ -102,6 +102,39 @@ async fn no_consent_answers_the_same_bytes_for_existing_and_unknown_people() {
 }
 
 #[tokio::test]
+async fn lookups_answer_503_while_the_access_log_cannot_be_written() {
+    let t = TestApp::new();
+    t.upload_ok("full", CHIYODA, "application/json", &own_rows_json(131016)).await;
+    let id = t.pmh_id("123456789018").await;
+    t.consent(&id).await;
+    assert_eq!(t.get(&lookup_path(&id), Some(GATEWAY)).await.status, StatusCode::OK);
+    t.store.inject_access_log_write_failures(u64::MAX);
+    t.store.flush_access_log();
+    assert!(t.store.access_log_failing());
+    assert_error(&t.get(&lookup_path(&id), Some(GATEWAY)).await, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let r = t
+        .post(
+            "/v1/subsidy/eligibility:batch",
+            Some(GATEWAY),
+            &json!({"institutionCode": CLINIC, "pmhIds": [id]}).to_string(),
+        )
+        .await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let h = t.get("/healthz", None).await;
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.json()["status"], "access_log_unavailable");
+    // Once the batch is written, lookups are answered again and the health check is green.
+    t.store.inject_access_log_write_failures(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while t.store.access_log_failing() {
+        assert!(std::time::Instant::now() < deadline, "the access log never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(t.get("/healthz", None).await.status, StatusCode::OK);
+    assert_eq!(t.get(&lookup_path(&id), Some(GATEWAY)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn consents_grant_and_revoke() {
     let t = TestApp::new();
     t.upload_ok("full", CHIYODA, "application/json", &own_rows_json(131016)).await;

@@ -7,12 +7,21 @@ use axum::response::{IntoResponse, Response};
 use crate::error::json_bytes;
 use crate::state::AppState;
 
-/// Liveness and readiness: 200 `{"status":"ok","generation":N}` while the store is open.
+/// Liveness and readiness: 200 `{"status":"ok","generation":N}` while the store is open;
+/// 503 `{"status":"access_log_unavailable",…}` while the access log cannot be written and
+/// lookups are refused, so that a load balancer sends them elsewhere.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "`{\"status\":\"ok\",\"generation\":N}`")))]
+    responses((status = 200, description = "`{\"status\":\"ok\",\"generation\":N}`"),
+              (status = 503, description = "`{\"status\":\"access_log_unavailable\",\"generation\":N}`")))]
 pub async fn healthz(State(st): State<AppState>) -> Response {
-    let body = format!(r#"{{"status":"ok","generation":{}}}"#, st.store().generation());
-    json_bytes(StatusCode::OK, body.into_bytes())
+    let store = st.store();
+    let (status, word) = if store.access_log_failing() {
+        (StatusCode::SERVICE_UNAVAILABLE, "access_log_unavailable")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    let body = format!(r#"{{"status":"{word}","generation":{}}}"#, store.generation());
+    json_bytes(status, body.into_bytes())
 }
 
 /// Prometheus metrics (text format 0.0.4): requests and latency per route, lookups by
