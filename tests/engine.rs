@@ -1355,3 +1355,15 @@ fn idle_background_threads_in_own_process() {
         assert_eq!(l.answered().unwrap().len(), if i % 2 == 0 { 2 } else { 1 }, "person {i}");
     }
 }
+
+#[test]
+fn a_store_knows_when_its_directory_is_deleted_or_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = Store::open(&path, config()).unwrap();
+    assert!(!store.directory_replaced());
+    std::fs::rename(&path, dir.path().join("moved")).unwrap();
+    assert!(store.directory_replaced(), "deleted (moved away)");
+    std::fs::create_dir(&path).unwrap();
+    assert!(store.directory_replaced(), "another directory at the same path");
+}

@@ -81,6 +81,8 @@ pub struct Store {
     /// Change sets take their reads as going to the disk whatever they measure (tests).
     pub(crate) cold_reads: AtomicBool,
     pub(crate) path: PathBuf,
+    /// The directory's device and inode when opened (see [`Store::directory_replaced`]).
+    dir_identity: Option<(u64, u64)>,
     _cache: Cache,
     /// RocksDB's row cache, if configured (its usage is reported in stats).
     pub(crate) row_cache: Option<Cache>,
@@ -108,6 +110,7 @@ impl Store {
         let row_cache = config.rocks.new_row_cache();
         let db = open_db(&path, &config.rocks, &cache, row_cache.as_ref())?;
         let db = Arc::new(db);
+        let dir_identity = dir_identity(&path);
 
         let meta = cf(&db, META)?;
         match db.get_cf(meta, META_SCHEMA).map_err(storage)? {
@@ -152,6 +155,7 @@ impl Store {
             key_fn,
             cold_reads: AtomicBool::new(false),
             path,
+            dir_identity,
             _cache: cache,
             row_cache,
         };
@@ -181,6 +185,16 @@ impl Store {
     /// The directory of this store.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the store's directory has been deleted, or replaced by another one, since
+    /// the store was opened. RocksDB keeps its open files and goes on creating new ones by
+    /// path, so a store whose directory was deleted and made again (say `rm -rf` and a new
+    /// full load at the same path, which the lock cannot prevent: it is a new lock file)
+    /// would write its flushes and, when closed, its manifest into the new store and
+    /// corrupt it. A process that notices should end without closing the store.
+    pub fn directory_replaced(&self) -> bool {
+        self.dir_identity.is_some_and(|was| dir_identity(&self.path) != Some(was))
     }
 
     /// Makes change sets treat their reads as going to the disk, as they do when the store
@@ -511,4 +525,10 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, Error> 
 /// Lowercase hex of bytes (keys in error messages).
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A directory's device and inode, if it can be read.
+fn dir_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }

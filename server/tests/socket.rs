@@ -336,3 +336,24 @@ fn an_out_of_range_worker_count_is_a_usage_error() {
         assert!(!dir.path().join("db").exists(), "--workers {n}: no store is created");
     }
 }
+
+#[test]
+fn a_store_directory_replaced_while_serving_stops_the_server_without_writing_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), false);
+    let mut server = start_binary(&config_path);
+    let mut s = connect(server.addr);
+    assert_eq!(exchange(&mut s, "GET", "/v1/ping", Some(GATEWAY), "", b"").0, 200);
+    // What `rm -rf` and a new load at the same path do to the directory.
+    let db = dir.path().join("db");
+    std::fs::rename(&db, dir.path().join("db.old")).unwrap();
+    std::fs::create_dir(&db).unwrap();
+    std::fs::write(db.join("marker"), b"the new store").unwrap();
+    let status = exit_within(&mut server.child, Duration::from_secs(20), "pmh-server kept running");
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    let mut err = String::new();
+    server.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("deleted or replaced"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&db).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("marker")], "the old server wrote into the new directory");
+}

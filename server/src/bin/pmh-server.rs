@@ -94,6 +94,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Err(e) => tracing::warn!(%e, "RocksDB background threads keep the default scheduling class"),
         }
     }
+    watch_store_directory(store.clone()).map_err(|e| format!("store watch thread: {e}"))?;
     let listen = config.listen;
     let state = AppState::new(store.clone(), config).map_err(|e| e.to_string())?;
     let router = app(state);
@@ -110,6 +111,31 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     store.flush_access_log();
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ends the process at once if the store's directory is deleted or replaced while serving
+/// (checked every second). Closing the store then would write its manifest, and its
+/// flushes before that, into whatever directory now has that path: a store deleted with
+/// `rm -rf` and loaded again at the same path was left unopenable by the old server's
+/// shutdown. Lookups meanwhile were answered from the deleted files.
+fn watch_store_directory(store: Arc<Store>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("pmh-store-watch".into()).spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            if store.directory_replaced() {
+                tracing::error!(
+                    db = %store.path().display(),
+                    "the store directory was deleted or replaced while serving; stopping now, without closing \
+                     the store (closing it would write into the directory now at that path)"
+                );
+                // SAFETY: ends the process at once. Nothing runs after it: no destructor, no
+                // exit handler, so RocksDB writes nothing more. The log line above is written
+                // to stderr synchronously.
+                unsafe { libc::_exit(3) };
+            }
+        }
+    })?;
     Ok(())
 }
 
