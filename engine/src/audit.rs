@@ -384,22 +384,27 @@ impl Drop for AccessLogWriter {
 }
 
 fn run(db: Arc<DB>, shared: Arc<Shared>, failures: Arc<AtomicU64>) {
-    let mut seq: u64 = 0;
-    let wo = WriteOptions::default();
     let mut spare: Vec<PendingAccess> = Vec::new();
-    let mut names = ClientNames { clients: &shared.clients, names: Vec::new() };
-    // Reused for every entry (see `PendingAccess::fill`).
-    let mut entry = AccessEntry {
-        at_micros: 0,
-        pmh_id: [0; 16],
-        institution: 0,
-        client: String::new(),
-        date: 0,
-        outcome: AccessOutcome::Answered,
-        personal_disclosed: false,
-        disclosed: Vec::new(),
+    let mut w = BatchWriter {
+        db: &db,
+        shared: &shared,
+        failures: &failures,
+        wo: WriteOptions::default(),
+        seq: 0,
+        names: ClientNames { clients: &shared.clients, names: Vec::new() },
+        // Reused for every entry (see `PendingAccess::fill`).
+        entry: AccessEntry {
+            at_micros: 0,
+            pmh_id: [0; 16],
+            institution: 0,
+            client: String::new(),
+            date: 0,
+            outcome: AccessOutcome::Answered,
+            personal_disclosed: false,
+            disclosed: Vec::new(),
+        },
+        value: Vec::with_capacity(256),
     };
-    let mut value: Vec<u8> = Vec::with_capacity(256);
     loop {
         let (mut batch_entries, stop) = {
             let mut q = shared.queue.lock();
@@ -423,69 +428,7 @@ fn run(db: Arc<DB>, shared: Arc<Shared>, failures: Arc<AtomicU64>) {
         // Room again for lookups waiting on a full queue.
         shared.written.notify_all();
         if !batch_entries.is_empty() {
-            // A batch that cannot be written is kept and tried again, and lookups are
-            // refused meanwhile (`is_failing`): an answer must not go out without its trail.
-            // The entries already queued are those of lookups answered before the failure
-            // was known; they are written once the log can be written again.
-            let mut attempt = 0u32;
-            loop {
-                let mut batch = WriteBatch::default();
-                if let Some(cf) = db.cf_handle(ACCESS_LOG) {
-                    names.refresh_for(&batch_entries);
-                    for p in &batch_entries {
-                        p.fill(&mut entry, &names);
-                        seq += 1;
-                        let mut key = [0u8; 32];
-                        key[..16].copy_from_slice(&entry.pmh_id);
-                        key[16..24].copy_from_slice(&entry.at_micros.to_be_bytes());
-                        key[24..].copy_from_slice(&seq.to_be_bytes());
-                        value.clear();
-                        match rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&entry, &mut value).map(|_| ()) {
-                            Ok(()) => batch.put_cf(cf, key, &value),
-                            Err(err) => tracing::error!(%err, "access log entry did not serialize"),
-                        }
-                    }
-                }
-                let n = batch.len();
-                let injected =
-                    shared.fail_writes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| f.checked_sub(1)).is_ok();
-                let result = if injected {
-                    Err("injected write failure".to_owned())
-                } else {
-                    db.write_opt(batch, &wo).map_err(|e| e.into_string())
-                };
-                match result {
-                    Ok(()) => {
-                        if shared.failing.swap(false, Ordering::AcqRel) {
-                            tracing::warn!(
-                                entries = n,
-                                attempts = attempt + 1,
-                                "access log written again; lookups resume"
-                            );
-                        }
-                        break;
-                    }
-                    Err(err) => {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                        let stopping = shared.queue.lock().stop;
-                        if stopping && attempt > 0 {
-                            tracing::error!(%err, entries = n, "access log batch write failed at shutdown; its entries are lost");
-                            break;
-                        }
-                        tracing::error!(%err, entries = n, "access log batch write failed; lookups are refused until it is written");
-                        if !shared.failing.swap(true, Ordering::AcqRel) {
-                            // Flushers stop waiting for a batch that may never be written.
-                            let _q = shared.queue.lock();
-                            shared.written.notify_all();
-                        }
-                        attempt += 1;
-                        let mut q = shared.queue.lock();
-                        if !q.stop {
-                            shared.wake.wait_for(&mut q, RETRY_INTERVAL);
-                        }
-                    }
-                }
-            }
+            w.write_until_done(&batch_entries);
         }
         batch_entries.clear();
         spare = batch_entries;
@@ -495,6 +438,80 @@ fn run(db: Arc<DB>, shared: Arc<Shared>, failures: Arc<AtomicU64>) {
         if stop && q.entries.is_empty() {
             return;
         }
+    }
+}
+
+/// What the writer thread keeps between batches: the encoding buffers, the sequence that
+/// makes keys unique, and where failures are reported.
+struct BatchWriter<'a> {
+    db: &'a DB,
+    shared: &'a Shared,
+    failures: &'a AtomicU64,
+    wo: WriteOptions,
+    seq: u64,
+    names: ClientNames<'a>,
+    entry: AccessEntry,
+    value: Vec<u8>,
+}
+
+impl BatchWriter<'_> {
+    /// Writes `entries` as one batch. One that cannot be written is kept and tried again
+    /// every [`RETRY_INTERVAL`], and lookups are refused meanwhile (`is_failing`): an
+    /// answer must not go out without its trail. The entries are those of lookups answered
+    /// before the failure was known; they are written once the log can be written again.
+    /// At shutdown a batch that still fails is given up after one more attempt.
+    fn write_until_done(&mut self, entries: &[PendingAccess]) {
+        for attempt in 1u32.. {
+            let batch = self.encode(entries);
+            let n = batch.len();
+            let injected =
+                self.shared.fail_writes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| f.checked_sub(1));
+            let result = match injected {
+                Ok(_) => Err("injected write failure".to_owned()),
+                Err(_) => self.db.write_opt(batch, &self.wo).map_err(|e| e.into_string()),
+            };
+            let Err(err) = result else {
+                if self.shared.failing.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(entries = n, attempts = attempt, "access log written again; lookups resume");
+                }
+                return;
+            };
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            let mut q = self.shared.queue.lock();
+            if q.stop && attempt > 1 {
+                tracing::error!(%err, entries = n, "access log batch write failed at shutdown; its entries are lost");
+                return;
+            }
+            tracing::error!(%err, entries = n, "access log batch write failed; lookups are refused until it is written");
+            if !self.shared.failing.swap(true, Ordering::AcqRel) {
+                // Flushers stop waiting for a batch that may never be written.
+                self.shared.written.notify_all();
+            }
+            if !q.stop {
+                self.shared.wake.wait_for(&mut q, RETRY_INTERVAL);
+            }
+        }
+    }
+
+    /// The write batch of `entries`, each under its person, time and sequence number.
+    fn encode(&mut self, entries: &[PendingAccess]) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        let Some(cf) = self.db.cf_handle(ACCESS_LOG) else { return batch };
+        self.names.refresh_for(entries);
+        for p in entries {
+            p.fill(&mut self.entry, &self.names);
+            self.seq += 1;
+            let mut key = [0u8; 32];
+            key[..16].copy_from_slice(&self.entry.pmh_id);
+            key[16..24].copy_from_slice(&self.entry.at_micros.to_be_bytes());
+            key[24..].copy_from_slice(&self.seq.to_be_bytes());
+            self.value.clear();
+            match rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.entry, &mut self.value) {
+                Ok(_) => batch.put_cf(cf, key, &self.value),
+                Err(err) => tracing::error!(%err, "access log entry did not serialize"),
+            }
+        }
+        batch
     }
 }
 
