@@ -275,6 +275,8 @@ fn sigterm_finishes_and_exits_cleanly() {
     let mut err = String::new();
     server.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(!err.contains("ERROR"), "{err}");
+    // Nothing else held the store when it was closed (a watch thread once did).
+    assert!(!err.contains("still referenced"), "{err}");
     // The store closed cleanly: it opens again at once.
     let config = Config::load(Some(&config_path)).unwrap();
     Store::open(&config.db, config.store_config()).unwrap();

@@ -94,7 +94,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Err(e) => tracing::warn!(%e, "RocksDB background threads keep the default scheduling class"),
         }
     }
-    watch_store_directory(store.clone()).map_err(|e| format!("store watch thread: {e}"))?;
+    let watch = StoreWatch::start(store.clone()).map_err(|e| format!("store watch thread: {e}"))?;
     let listen = config.listen;
     let state = AppState::new(store.clone(), config).map_err(|e| e.to_string())?;
     let router = app(state);
@@ -106,6 +106,11 @@ fn run(cli: Cli) -> Result<(), String> {
     })?;
     // Dropped last: the store drains the access-log queue on drop.
     drop(rt);
+    drop(watch);
+    if store.directory_replaced() {
+        // Replaced in the last second: closing the store would write into the new one.
+        stop_now(&store);
+    }
     if Arc::strong_count(&store) > 1 {
         tracing::warn!("store still referenced at exit; flushing the access log");
     }
@@ -115,28 +120,52 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 /// Ends the process at once if the store's directory is deleted or replaced while serving
-/// (checked every second). Closing the store then would write its manifest, and its
-/// flushes before that, into whatever directory now has that path: a store deleted with
-/// `rm -rf` and loaded again at the same path was left unopenable by the old server's
-/// shutdown. Lookups meanwhile were answered from the deleted files.
-fn watch_store_directory(store: Arc<Store>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("pmh-store-watch".into()).spawn(move || {
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            if store.directory_replaced() {
-                tracing::error!(
-                    db = %store.path().display(),
-                    "the store directory was deleted or replaced while serving; stopping now, without closing \
-                     the store (closing it would write into the directory now at that path)"
-                );
-                // SAFETY: ends the process at once. Nothing runs after it: no destructor, no
-                // exit handler, so RocksDB writes nothing more. The log line above is written
-                // to stderr synchronously.
-                unsafe { libc::_exit(3) };
+/// (checked every second, and once more at shutdown). Closing the store then would write
+/// its manifest, and its flushes before that, into whatever directory now has that path:
+/// a store deleted with `rm -rf` and loaded again at the same path was left unopenable by
+/// the old server's shutdown. Lookups meanwhile were answered from the deleted files.
+struct StoreWatch {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoreWatch {
+    fn start(store: Arc<Store>) -> std::io::Result<StoreWatch> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new().name("pmh-store-watch".into()).spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_secs(1))
+            {
+                if store.directory_replaced() {
+                    stop_now(&store);
+                }
             }
+        })?;
+        Ok(StoreWatch { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for StoreWatch {
+    /// Stops the thread and waits for it, so that its handle on the store is gone before
+    /// the store is closed.
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
-    })?;
-    Ok(())
+    }
+}
+
+/// See [`StoreWatch`].
+fn stop_now(store: &Store) -> ! {
+    tracing::error!(
+        db = %store.path().display(),
+        "the store directory was deleted or replaced while serving; stopping now, without closing the store \
+         (closing it would write into the directory now at that path)"
+    );
+    // SAFETY: ends the process at once. Nothing runs after it: no destructor, no exit
+    // handler, so RocksDB writes nothing more. The log line above went to stderr unbuffered.
+    unsafe { libc::_exit(3) }
 }
 
 async fn shutdown_signal() {
