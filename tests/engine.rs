@@ -1367,3 +1367,41 @@ fn a_store_knows_when_its_directory_is_deleted_or_replaced() {
     std::fs::create_dir(&path).unwrap();
     assert!(store.directory_replaced(), "another directory at the same path");
 }
+
+#[test]
+fn a_store_whose_directory_was_replaced_writes_nothing_into_the_new_one_when_closed() {
+    // Closing flushes the memtables and writes a manifest, by path: into whatever
+    // directory is there now. Every program holding a store gets this through its drop.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = Store::open(&path, config()).unwrap();
+    let a = person(1);
+    store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
+    store.grant_consent(&a, institution(), unix_now()).unwrap();
+    std::fs::rename(&path, dir.path().join("moved")).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("marker"), b"the new store").unwrap();
+    drop(store);
+    let left: Vec<_> = std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("marker")], "the old store wrote into the new directory");
+}
+
+#[test]
+fn a_store_closes_even_while_its_access_log_cannot_be_written() {
+    // The failed batch is tried again until it is written, but not past shutdown: a store
+    // dropped meanwhile gives it up (logged) instead of hanging its process.
+    let t = store();
+    let a = person(1);
+    t.store.apply(vec![upsert(a, cert("H1"))], ApplyMode::Diff).unwrap();
+    t.store.grant_consent(&a, institution(), unix_now()).unwrap();
+    t.store.inject_access_log_write_failures(u64::MAX);
+    let _ = t.store.lookup(t.store.register_client("gw"), &a, institution(), date("2026-11-21")).unwrap();
+    t.store.flush_access_log();
+    assert!(t.store.access_log_failing());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(t);
+        let _ = done_tx.send(());
+    });
+    assert!(done_rx.recv_timeout(std::time::Duration::from_secs(20)).is_ok(), "the store did not close");
+}

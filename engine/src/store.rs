@@ -88,6 +88,25 @@ pub struct Store {
     pub(crate) row_cache: Option<Cache>,
 }
 
+impl Drop for Store {
+    /// Leaves RocksDB unclosed if the store's directory was deleted or replaced since it
+    /// was opened: closing flushes the memtables and writes a manifest by path, into
+    /// whatever directory has that path now, and a new store made there (`rm -rf` and a
+    /// new load) was left unopenable by the old process's close. The data of the old
+    /// directory is gone with it anyway; its write-ahead log went to the deleted files.
+    fn drop(&mut self) {
+        if self.directory_replaced() {
+            tracing::error!(
+                db = %self.path.display(),
+                "the store directory was deleted or replaced while the store was open; leaving it unclosed, \
+                 so that nothing is written into the directory now at that path"
+            );
+            // A handle that is never released: the database's close never runs.
+            std::mem::forget(Arc::clone(&self.db));
+        }
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).field("generation", &self.generation()).finish()

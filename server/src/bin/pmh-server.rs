@@ -107,10 +107,6 @@ fn run(cli: Cli) -> Result<(), String> {
     // Dropped last: the store drains the access-log queue on drop.
     drop(rt);
     drop(watch);
-    if store.directory_replaced() {
-        // Replaced in the last second: closing the store would write into the new one.
-        stop_now(&store);
-    }
     if Arc::strong_count(&store) > 1 {
         tracing::warn!("store still referenced at exit; flushing the access log");
     }
@@ -120,10 +116,10 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 /// Ends the process at once if the store's directory is deleted or replaced while serving
-/// (checked every second, and once more at shutdown). Closing the store then would write
-/// its manifest, and its flushes before that, into whatever directory now has that path:
-/// a store deleted with `rm -rf` and loaded again at the same path was left unopenable by
-/// the old server's shutdown. Lookups meanwhile were answered from the deleted files.
+/// (checked every second): the server would otherwise go on answering from the deleted
+/// files, and RocksDB's flushes would create their files in whatever directory now has
+/// that path. (A store dropped in that state is left unclosed by the engine itself, so a
+/// replacement in the last second before a shutdown writes nothing either.)
 struct StoreWatch {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
