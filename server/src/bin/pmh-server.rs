@@ -133,7 +133,15 @@ impl StoreWatch {
                 stopped.recv_timeout(std::time::Duration::from_secs(1))
             {
                 if store.directory_replaced() {
-                    stop_now(&store);
+                    tracing::error!(
+                        db = %store.path().display(),
+                        "the store directory was deleted or replaced while serving; stopping now, without \
+                         closing the store (closing it would write into the directory now at that path)"
+                    );
+                    // SAFETY: ends the process at once. Nothing runs after it: no destructor,
+                    // no exit handler, so RocksDB writes nothing more. The log line above went
+                    // to stderr unbuffered.
+                    unsafe { libc::_exit(3) }
                 }
             }
         })?;
@@ -150,18 +158,6 @@ impl Drop for StoreWatch {
             let _ = t.join();
         }
     }
-}
-
-/// See [`StoreWatch`].
-fn stop_now(store: &Store) -> ! {
-    tracing::error!(
-        db = %store.path().display(),
-        "the store directory was deleted or replaced while serving; stopping now, without closing the store \
-         (closing it would write into the directory now at that path)"
-    );
-    // SAFETY: ends the process at once. Nothing runs after it: no destructor, no exit
-    // handler, so RocksDB writes nothing more. The log line above went to stderr unbuffered.
-    unsafe { libc::_exit(3) }
 }
 
 async fn shutdown_signal() {
