@@ -650,7 +650,7 @@ fn prepare_with(
     // and the extra worker has its core meanwhile: in 10 M loads the parse phase waited for
     // the disk 12 % of the time with two workers on two cores and 2 % with three, and took
     // 11.7–13.1 s instead of 13.3–14.7 s (docs/benchmarks.md, nineteenth round).
-    let workers = threads + usize::from(expected > opts.sort_budget_bytes);
+    let workers = threads.saturating_add(usize::from(expected > opts.sort_budget_bytes));
     let (tx, rx) = crossbeam_channel::bounded::<Work>(workers * 4);
     // Validated CSV batches go back to the splitter, which reuses their record buffers.
     let (done_tx, done_rx) = crossbeam_channel::bounded::<crate::csv_reader::CsvBatch>(workers * 4 + 2);
