@@ -265,7 +265,10 @@ impl<'a> Sorter<'a> {
         let mut w = RunWriter::create(&path)?;
         let mut bounds = vec![0u64; 257];
         let mut next_byte = 0usize;
-        for h in &self.holders {
+        for (i, h) in self.holders.iter().enumerate() {
+            if let Some(ahead) = self.holders.get(i + GATHER_AHEAD) {
+                prefetch_bytes(&self.archives[ahead.at..ahead.at + ahead.len as usize]);
+            }
             let (key, pmh) = (h.key.to_be_bytes(), h.pmh.to_be_bytes());
             while next_byte <= usize::from(key[0]) {
                 bounds[next_byte] = w.pos();
@@ -289,7 +292,13 @@ impl<'a> Sorter<'a> {
         let key = |e: &SourceEntry| &keys[e.at..e.at + e.len as usize];
         let path = self.dir.join(format!("w{}-s{n}.run", self.id));
         let mut w = RunWriter::create(&path)?;
-        for e in self.order.iter().map(|o| &source[o.2]) {
+        for (i, o) in self.order.iter().enumerate() {
+            if let Some(ahead) = self.order.get(i + GATHER_AHEAD) {
+                let e = &source[ahead.2];
+                prefetch_bytes(std::slice::from_ref(e));
+                prefetch_bytes(key(e));
+            }
+            let e = &source[o.2];
             let k = key(e);
             w.write(&(k.len() as u32).to_le_bytes())?;
             w.write(k)?;
@@ -308,6 +317,31 @@ impl<'a> Sorter<'a> {
         self.source.clear();
         Ok(())
     }
+}
+
+/// How many records ahead of the one being copied a spill asks for (see [`prefetch_bytes`]).
+const GATHER_AHEAD: usize = 8;
+
+/// Asks the CPU to bring `data`'s cache lines in, without waiting for them.
+///
+/// A spill copies its records in key order, which is random order in the arena: each
+/// record's first access missed the caches and the TLB, and the copy waited for it (the
+/// spill's copy was a tenth of a 10 M load's CPU). Asking for the records a few places
+/// ahead lets those misses overlap.
+#[inline]
+fn prefetch_bytes<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let (start, bytes) = (data.as_ptr().cast::<i8>(), size_of_val(data));
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: SSE is part of x86-64; a prefetch is only a hint, which neither reads
+            // into the program nor faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }
 
 /// A run file being written (around the page cache, see [`crate::direct`]).
