@@ -293,10 +293,13 @@ impl<'a> Sorter<'a> {
         let path = self.dir.join(format!("w{}-s{n}.run", self.id));
         let mut w = RunWriter::create(&path)?;
         for (i, o) in self.order.iter().enumerate() {
+            // An entry's key is found through the entry: the entry is asked for first, and
+            // its key once the entry has had time to arrive.
+            if let Some(ahead) = self.order.get(i + 2 * GATHER_AHEAD) {
+                prefetch_bytes(std::slice::from_ref(&source[ahead.2]));
+            }
             if let Some(ahead) = self.order.get(i + GATHER_AHEAD) {
-                let e = &source[ahead.2];
-                prefetch_bytes(std::slice::from_ref(e));
-                prefetch_bytes(key(e));
+                prefetch_bytes(key(&source[ahead.2]));
             }
             let e = &source[o.2];
             let k = key(e);
