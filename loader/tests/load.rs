@@ -88,6 +88,40 @@ fn every_sample_loads_to_the_same_lookups() {
 }
 
 #[test]
+#[cfg(unix)]
+fn a_full_load_reads_a_named_pipe_as_a_stream() {
+    // A regular input file is read around the page cache and its cached pages are dropped
+    // after the parse; a pipe (process substitution, a named pipe) is read as a stream, and
+    // nothing opens it a second time (that would wait for a writer that has gone).
+    let t = tempfile::tempdir().expect("tmp");
+    let fifo = t.path().join("input.csv");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    let sample = std::fs::read(data("sample-utf8.csv")).expect("sample");
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, sample).expect("write the pipe"))
+    };
+    let piped = std::sync::Arc::new(open(&t.path().join("piped")));
+    // On a thread, so that a load stuck opening the pipe again fails the test, not hangs it.
+    let (done, finished) = std::sync::mpsc::channel();
+    {
+        let piped = piped.clone();
+        std::thread::spawn(move || {
+            let opts = LoadOptions { threads: 2, ..LoadOptions::default() };
+            let _ = done.send(load::full(&piped, &PmhIdDeriver::new(SECRET), &[fifo], &opts, &NoProgress));
+        });
+    }
+    let s = finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the load ends within a minute")
+        .expect("loads from a pipe");
+    writer.join().expect("writer");
+    let from_file = open(&t.path().join("file"));
+    assert_eq!(full(&from_file, &["sample-utf8.csv"]).expect("loads").certificates, s.certificates);
+    assert_eq!(answers(&piped, "sample-utf8.csv", "2026-11-21"), answers(&from_file, "sample-utf8.csv", "2026-11-21"));
+}
+
+#[test]
 fn bad_rows_are_all_reported_and_change_nothing() {
     let t = tempfile::tempdir().expect("tmp");
     let store = open(&t.path().join("db"));
