@@ -51,6 +51,9 @@ echo "bench: csv pass (the loader's ceiling)" >&2
 echo "bench: pmh-load full" >&2
 "$bin/pmh-load" full --quiet --config "$work/pmh.toml" "$work/input/full.csv" | tee "$results/load.txt" >&2
 echo "bench: csv pass again (the ceiling is the mean of the two)" >&2
+# The load dropped its input from the page cache (docs/operations.md); the ceiling is
+# measured on a cached file, as before the load, so that it is never lowered by the disk.
+cat "$work/input/full.csv" > /dev/null
 "$bin/pmh-bench" csv-pass "$work/input/full.csv" | tee "$results/csvpass-after.txt" >&2
 echo "bench: pmh-load diff" >&2
 "$bin/pmh-load" diff --quiet --config "$work/pmh.toml" "$work/input/diff.csv" | tee "$results/diff.txt" >&2
