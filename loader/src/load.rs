@@ -180,7 +180,7 @@ fn open<'p>(path: &Path, progress: &'p dyn Progress) -> Result<impl Read + 'p, L
 /// A full load reads its input once. Read through the page cache, an input that was not
 /// cached yet took a new page of memory for every 4 KiB, which costs about 7 µs on the
 /// hosts of `docs/benchmarks.md` (a 2.9 GB file: 5 s of CPU); read directly it takes none,
-/// and what was cached before stays cached until [`release_cached_input`].
+/// and what was cached before stays cached until the merge begins.
 fn open_input<'p>(path: &Path, progress: &'p dyn Progress, pool: &ReadAhead) -> Result<Box<dyn Read + 'p>, LoadError> {
     if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
         let r = DirectReader::open(path, 0, u64::MAX, INPUT_BLOCK, Some(pool)).map_err(|e| io_err(path, e))?;
@@ -825,7 +825,13 @@ fn prepare_with(
         "sorted runs written"
     );
     progress.stage("merge");
-    release_cached_input(files);
+    // The input has been read: its cached pages go now, just before the merge fills the
+    // page cache with the snapshot's files. Memory freed just before it is needed again is
+    // the cheapest there is: on the hosts of docs/benchmarks.md a page free for a few
+    // seconds is handed back to the hypervisor and costs about 7 µs more at its next use
+    // (eighteenth round), and the input's pages freed here are taken again at once
+    // (twentieth round).
+    files.iter().for_each(|f| crate::direct::drop_cached(f));
     let merged = merge(target, &runs, dir, files, threads)?;
     let (certificates, holders) = (merged.certificates, merged.holders);
     if certificates == 0 && !opts.allow_empty {
@@ -880,30 +886,6 @@ enum MergeTask {
     Source,
     /// One key range of the holders.
     Holders(usize, (usize, usize)),
-}
-
-/// Asks the kernel to drop the input files' cached pages, once they have been read: the
-/// merge is about to fill the page cache with the snapshot's files, and memory freed just
-/// before it is needed again is the cheapest there is. On the hosts of
-/// `docs/benchmarks.md` a page that has been free for a few seconds is handed back to the
-/// hypervisor, and its next use costs about 7 µs more (the eighteenth round); the pages of
-/// an input read from the page cache, freed as the merge begins, are taken again at once.
-/// Only advice: errors are ignored, and pages another process has mapped stay.
-fn release_cached_input(files: &[PathBuf]) {
-    #[cfg(target_os = "linux")]
-    for path in files {
-        use std::os::fd::AsRawFd;
-        // Looked at before it is opened: opening a named pipe would wait for a writer.
-        if std::fs::metadata(path).is_ok_and(|m| m.is_file())
-            && let Ok(f) = File::open(path)
-        {
-            // SAFETY: an advice call on a descriptor this function holds open; it touches
-            // no memory of this process.
-            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = files;
 }
 
 /// Holder bytes per merge task that make the holders SST files about this size.
