@@ -198,9 +198,9 @@ pub(crate) enum Plain<'r, 'e> {
 /// Reads the record at `*pos` of `bytes` (a record boundary) when its line holds no
 /// quote, as the `csv` crate's default reader would: its fields split at every `,`, the
 /// line ending at the first `\r` or `\n`, empty lines skipped. Without a quote those are
-/// all the rules there are, and a line is read in place with `memchr` where `csv_core`'s
-/// state machine takes a step per byte and copies each field (a sixth of a chunk's
-/// parsing). A line with a quote anywhere is left to the `csv` reader ([`Plain::Quoted`]),
+/// all the rules there are, and a line is read in place (its end and quotes found with
+/// `memchr`, its commas eight bytes at a time) where `csv_core`'s state machine takes a
+/// step per byte and copies each field (a sixth of a chunk's parsing). A line with a quote anywhere is left to the `csv` reader ([`Plain::Quoted`]),
 /// whose quoting rules then apply from that record to the end. `ends` is scratch space
 /// for the field boundaries, reused from record to record.
 pub(crate) fn next_plain_record<'r, 'e>(bytes: &'r [u8], pos: &mut usize, ends: &'e mut Vec<usize>) -> Plain<'r, 'e> {
