@@ -6,7 +6,10 @@
 //! subsidy), with the working set in memory — and for bulk loads by SST ingestion.
 //! `docs/storage.md` has the measurements behind them.
 
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, DataBlockIndexType, Options};
+use rocksdb::{
+    BlockBasedOptions, Cache, DBCompactionStyle, DBCompressionType, DataBlockIndexType, Options,
+    UniversalCompactOptions,
+};
 
 /// How long a consent (提供同意) lasts once granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +257,11 @@ impl Default for RocksTuning {
 /// The name of the holders families' comparator (see [`RocksTuning::holders_cf_options`]).
 pub(crate) const PLAIN_TABLE_COMPARATOR: &str = "";
 
+/// The access log's universal compaction limit on its newer runs' size against its oldest
+/// run's ([`RocksTuning::access_log_cf_options`]). RocksDB multiplies it by the oldest
+/// run's bytes in 64 bits, which holds up to a run of 10^14 bytes.
+const LOG_MAX_SIZE_AMPLIFICATION_PERCENT: i32 = 100_000;
+
 /// Whether PlainTable files carry their hash index and bloom filter. Without them a file's
 /// index is rebuilt by reading the whole file whenever it is opened (at every store open
 /// and every ingestion).
@@ -386,25 +394,40 @@ impl RocksTuning {
     }
 
     /// Options of the access log: those of [`RocksTuning::log_cf_options`] with a vector
-    /// memtable. Access-log keys start with the PMH-ID, so consecutive entries land at
-    /// random places; a skiplist memtable paid a chain of cache misses per entry (the
-    /// largest cost of the writer thread, stealing a core from lookups), a vector memtable
-    /// appends and sorts once at flush. Reads of the memtable (a person's history, an
-    /// admin operation) pay for a sort instead, which is the right way round.
+    /// memtable and universal compaction. Access-log keys start with the PMH-ID, so
+    /// consecutive entries land at random places; a skiplist memtable paid a chain of cache
+    /// misses per entry (the largest cost of the writer thread, stealing a core from
+    /// lookups), a vector memtable appends and sorts once at flush. Reads of the memtable
+    /// (a person's history, an admin operation) pay for a sort instead, which is the right
+    /// way round.
     pub(crate) fn access_log_cf_options(&self, cache: &Cache) -> Options {
         let mut o = self.log_cf_options(cache);
         o.set_memtable_factory(rocksdb::MemtableFactory::Vector);
         // Every lookup appends an entry, keyed by PMH-ID (random), so each flushed file
-        // spans the whole key space and leveled compaction rewrites the log again and
-        // again. Under HTTP load (50k lookups/s) that maintenance — flush sorting, LZ4,
-        // compaction — took 12-15 % of the server's CPU in a perf profile. Larger
-        // memtables flush less often, a higher L0 trigger merges more files per
-        // compaction, and only the bottommost level (where the log ends up) is
-        // compressed; afterwards none of it shows in the profile's top entries.
+        // spans the whole key space. Large memtables flush less often (each flush sorts
+        // ≈ 840k entries), and a compaction waits for 8 sorted runs.
         o.set_write_buffer_size(128 << 20);
         o.set_level_zero_file_num_compaction_trigger(8);
-        o.set_compression_type(DBCompressionType::None);
-        o.set_bottommost_compression_type(DBCompressionType::Lz4);
+        // Universal, not leveled: every new file overlaps all of the log, so a leveled
+        // compaction rewrote all of the last level each time, and the log's upkeep grew
+        // with its size (0.9 µs of CPU per lookup after one minute of load, 1.7 µs after
+        // five). Universal merges runs of like size, so an entry is rewritten about
+        // log2(log size / memtable) times over its life: 0.4 µs per lookup over the same
+        // five minutes (docs/benchmarks.md, twenty-first round). A person's history seeks
+        // in each sorted run (the level-0 files and one run per level, rarely more than
+        // fifteen), which an admin read can afford.
+        o.set_compaction_style(DBCompactionStyle::Universal);
+        // Every run compressed alike: universal compares the runs' sizes in bytes, and an
+        // uncompressed new run (152 bytes an entry) against LZ4-compressed old ones (about
+        // 25) looked six times larger and pulled the whole log into every merge.
+        o.set_compression_type(DBCompressionType::Lz4);
+        let mut u = UniversalCompactOptions::default();
+        // The log is never overwritten or deleted, so the size of its newer runs against
+        // the oldest is no waste to reclaim, and a full compaction for it would rewrite
+        // the log for nothing. 1000 times the oldest run: only a log whose oldest run is
+        // tiny (its first flush) ever reaches it, once.
+        u.set_max_size_amplification_percent(LOG_MAX_SIZE_AMPLIFICATION_PERCENT);
+        o.set_universal_compaction_options(&u);
         o
     }
 
@@ -441,5 +464,89 @@ mod tests {
         let day = Date::parse("2026-11-21").unwrap();
         let t = day.tokyo_midnight_unix() + 10 * 3600;
         assert_eq!(ConsentLifetime::EndOfDay.expiry(t), day.succ().tokyo_midnight_unix());
+    }
+
+    /// The access log's options: universal compaction actually runs under them, and a log
+    /// written under the leveled compaction of earlier builds opens and reads whole.
+    #[test]
+    fn the_access_log_compacts_universally_and_opens_a_leveled_log() {
+        use crate::layout::ACCESS_LOG;
+        use rocksdb::{ColumnFamilyDescriptor, DB};
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        // Keys as the writer makes them: PMH-ID (random), time, sequence.
+        let key = |n: u64| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+            k[16..24].copy_from_slice(&n.to_be_bytes());
+            k[24..].copy_from_slice(&n.to_be_bytes());
+            k
+        };
+        let write = |db: &DB, from: u64, to: u64| {
+            let cf = db.cf_handle(ACCESS_LOG).unwrap();
+            for n in from..to {
+                db.put_cf(cf, key(n), n.to_le_bytes()).unwrap();
+            }
+            db.flush_cf(cf).unwrap();
+        };
+        let all = |db: &DB| -> Vec<u64> {
+            let cf = db.cf_handle(ACCESS_LOG).unwrap();
+            let mut got: Vec<u64> = db
+                .iterator_cf(cf, rocksdb::IteratorMode::Start)
+                .map(|kv| u64::from_le_bytes(kv.unwrap().1.as_ref().try_into().unwrap()))
+                .collect();
+            let keys: Vec<[u8; 32]> = got.iter().map(|&n| key(n)).collect();
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "the log is read out of key order");
+            got.sort_unstable();
+            got
+        };
+
+        // An earlier build's log: leveled, its files compacted into the last level.
+        {
+            let mut leveled = Options::default();
+            leveled.set_level_compaction_dynamic_level_bytes(true);
+            let db = DB::open_cf_descriptors(&db_opts, dir.path(), [ColumnFamilyDescriptor::new(ACCESS_LOG, leveled)])
+                .unwrap();
+            write(&db, 0, 1000);
+            write(&db, 1000, 2000);
+            db.compact_range_cf(db.cf_handle(ACCESS_LOG).unwrap(), None::<&[u8]>, None::<&[u8]>);
+        }
+
+        let cache = Cache::new_lru_cache(1 << 20);
+        let opts = RocksTuning::default().access_log_cf_options(&cache);
+        let db =
+            DB::open_cf_descriptors(&db_opts, dir.path(), [ColumnFamilyDescriptor::new(ACCESS_LOG, opts)]).unwrap();
+        assert_eq!(all(&db), (0..2000).collect::<Vec<_>>(), "the leveled log did not read whole");
+
+        // Nine flushes: one more sorted run than the trigger, so a compaction must run.
+        for f in 0..9 {
+            write(&db, 2000 + f * 100, 2100 + f * 100);
+        }
+        let cf = db.cf_handle(ACCESS_LOG).unwrap();
+        let level0 = || db.property_int_value_cf(cf, "rocksdb.num-files-at-level0").unwrap().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while level0() >= 8 {
+            assert!(std::time::Instant::now() < deadline, "no compaction of {} level-0 files", level0());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(all(&db), (0..2900).collect::<Vec<_>>(), "entries lost or duplicated by the compactions");
+
+        // The style is recorded in the store's options file, as what the next open reads.
+        drop(db);
+        let latest = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
+            .max()
+            .unwrap();
+        let text = std::fs::read_to_string(latest).unwrap();
+        let section = text.split("[CFOptions \"access_log\"]").nth(1).expect("no access_log section");
+        let section = section.split("[TableOptions").next().unwrap();
+        assert!(section.contains("compaction_style=kCompactionStyleUniversal"), "{section}");
+        assert!(section.contains("max_size_amplification_percent=100000"), "{section}");
+        assert!(section.contains("compression=kLZ4Compression"), "{section}");
     }
 }
