@@ -76,6 +76,23 @@ impl Default for LoadOptions {
     }
 }
 
+/// The most worker threads a load runs ([`LoadOptions::threads`]; `pmh-load --threads`
+/// takes the same range). Each parse worker of a full load holds its share of the sort
+/// budget and opens every run it merges; far past the cores they only cost memory.
+pub const MAX_THREADS: usize = 1024;
+
+impl LoadOptions {
+    /// [`LoadOptions::threads`], checked: 0 is taken as 1, and more than [`MAX_THREADS`]
+    /// is refused before anything is read or written (spawning them could fail midway).
+    fn worker_threads(&self) -> Result<usize, LoadError> {
+        match self.threads {
+            0 => Ok(1),
+            t if t <= MAX_THREADS => Ok(t),
+            t => Err(LoadError::Usage(format!("{t} worker threads asked for; at most {MAX_THREADS}"))),
+        }
+    }
+}
+
 /// Where a load reports how far it got (a progress bar, log lines, or nothing).
 pub trait Progress: Sync {
     /// A new stage started (`"parse"`, `"merge"`, `"install"`, …).
@@ -250,6 +267,9 @@ pub fn diff(
     opts: &LoadOptions,
     progress: &dyn Progress,
 ) -> Result<Vec<DiffSummary>, (Vec<DiffSummary>, LoadError)> {
+    if let Err(e) = opts.worker_threads() {
+        return Err((Vec::new(), e));
+    }
     let mut done = Vec::new();
     let mut failed = None;
     for path in files {
@@ -319,7 +339,7 @@ fn diff_file(
 /// identity). CSV is cut into chunks of whole records that `threads` workers split,
 /// validate and turn into changes (deriving the PMH-ID) in parallel, exactly as the full
 /// load does: a 100,000-row diff spent a third of its time parsing on one core. JSON is
-/// parsed on this thread.
+/// parsed on this thread. At most [`MAX_THREADS`] workers run, whatever `threads` asks.
 pub fn parse_changes<R: Read>(
     format: Format,
     input: R,
@@ -327,7 +347,7 @@ pub fn parse_changes<R: Read>(
     deriver: &PmhIdDeriver,
     threads: usize,
 ) -> Result<(Vec<usize>, Vec<Change>), crate::ParseError> {
-    parse_changes_in_chunks(format, input, opts, deriver, threads, CHUNK_BYTES)
+    parse_changes_in_chunks(format, input, opts, deriver, threads.min(MAX_THREADS), CHUNK_BYTES)
 }
 
 /// [`parse_changes`] with CSV chunks of about `chunk_bytes` (tests use tiny ones).
@@ -653,13 +673,13 @@ fn prepare_with(
     if files.len() > usize::from(u16::MAX) {
         return Err(LoadError::Usage(format!("at most {} files per load", u16::MAX)));
     }
+    let threads = opts.worker_threads()?;
     let runs_dir = dir.join("runs");
     std::fs::create_dir_all(&runs_dir).map_err(|e| io_err(&runs_dir, e))?;
     // Removes the runs on any error; on success the caller's `Merged` owns it.
     let runs_guard = StagingGuard(runs_dir.clone());
     let dir_for_runs = &runs_dir;
 
-    let threads = opts.threads.max(1);
     // What the sort buffers will hold, from the input's size: a certificate's archive and
     // index key take about 1.5 bytes per byte of its CSV row.
     let input_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();

@@ -237,6 +237,33 @@ fn an_empty_full_load_is_refused_unless_allowed() {
 }
 
 #[test]
+fn too_many_worker_threads_are_refused_before_anything_changes() {
+    let t = tempfile::tempdir().expect("tmp");
+    let store = open(&t.path().join("db"));
+    full(&store, &["sample-utf8.csv"]).expect("loads");
+    let before = answers(&store, "sample-utf8.csv", "2026-11-21");
+    let d = PmhIdDeriver::new(SECRET);
+    let too_many = LoadOptions { threads: load::MAX_THREADS + 1, ..LoadOptions::default() };
+
+    let r = load::full(&store, &d, &[data("sample-diff.csv")], &too_many, &NoProgress);
+    let Err(LoadError::Usage(msg)) = r else { panic!("a full load with too many threads: {r:?}") };
+    assert!(msg.contains("1025") && msg.contains("1024"), "{msg}");
+    assert_eq!(store.generation(), 1, "no new snapshot");
+    assert!(!t.path().join("db.staging").exists(), "nothing left beside the store");
+
+    let r = load::diff(&store, &d, &[data("sample-diff.csv")], &too_many, &NoProgress);
+    let Err((done, LoadError::Usage(_))) = r else { panic!("a diff with too many threads: {r:?}") };
+    assert!(done.is_empty());
+    assert_eq!(answers(&store, "sample-utf8.csv", "2026-11-21"), before, "nothing applied");
+
+    // The limit itself is allowed, and 0 is taken as 1.
+    for threads in [0, load::MAX_THREADS] {
+        let opts = LoadOptions { threads, ..LoadOptions::default() };
+        load::diff(&store, &d, &[data("sample-diff.csv")], &opts, &NoProgress).expect("applies");
+    }
+}
+
+#[test]
 fn a_diff_applies_once_and_reapplying_it_changes_nothing() {
     let t = tempfile::tempdir().expect("tmp");
     let store = open(t.path());

@@ -40,7 +40,7 @@ struct Cli {
     encoding: Encoding,
     /// Worker threads for a full load and for parsing a differential CSV file (default:
     /// all cores; a full load that spills sorted runs to disk parses on one more), 1–1024.
-    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=pmh_loader::load::MAX_THREADS as i64))]
     threads: Option<u16>,
     /// Memory for sorting in a full load, in MiB (past it, sorted runs spill to disk). Each
     /// spill is a run and every merge task opens every run, so a small value on a large
