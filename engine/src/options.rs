@@ -467,9 +467,10 @@ mod tests {
     }
 
     /// The access log's options: universal compaction actually runs under them, and a log
-    /// written under the leveled compaction of earlier builds opens and reads whole.
+    /// written under the leveled compaction of earlier builds opens and reads whole, and
+    /// the other way round.
     #[test]
-    fn the_access_log_compacts_universally_and_opens_a_leveled_log() {
+    fn the_access_log_compacts_universally_and_opens_with_leveled_builds_both_ways() {
         use crate::layout::ACCESS_LOG;
         use rocksdb::{ColumnFamilyDescriptor, DB};
 
@@ -548,5 +549,16 @@ mod tests {
         assert!(section.contains("compaction_style=kCompactionStyleUniversal"), "{section}");
         assert!(section.contains("max_size_amplification_percent=100000"), "{section}");
         assert!(section.contains("compression=kLZ4Compression"), "{section}");
+
+        // And back: a rollback to a build with leveled compaction opens the log and reads
+        // it whole (universal keeps newer runs above older ones, as leveled does).
+        let mut leveled = Options::default();
+        leveled.set_level_compaction_dynamic_level_bytes(true);
+        let db =
+            DB::open_cf_descriptors(&db_opts, dir.path(), [ColumnFamilyDescriptor::new(ACCESS_LOG, leveled)]).unwrap();
+        assert_eq!(all(&db), (0..2900).collect::<Vec<_>>(), "a leveled open lost entries");
+        write(&db, 2900, 3000);
+        db.compact_range_cf(db.cf_handle(ACCESS_LOG).unwrap(), None::<&[u8]>, None::<&[u8]>);
+        assert_eq!(all(&db), (0..3000).collect::<Vec<_>>());
     }
 }
