@@ -267,13 +267,14 @@ pub fn diff(
     opts: &LoadOptions,
     progress: &dyn Progress,
 ) -> Result<Vec<DiffSummary>, (Vec<DiffSummary>, LoadError)> {
-    if let Err(e) = opts.worker_threads() {
-        return Err((Vec::new(), e));
-    }
+    let threads = match opts.worker_threads() {
+        Ok(t) => t,
+        Err(e) => return Err((Vec::new(), e)),
+    };
     let mut done = Vec::new();
     let mut failed = None;
     for path in files {
-        match diff_file(store, deriver, path, opts, progress) {
+        match diff_file(store, deriver, path, opts, threads, progress) {
             Ok(summary) => done.push(summary),
             Err(e) => {
                 failed = Some(e);
@@ -303,12 +304,13 @@ fn diff_file(
     deriver: &PmhIdDeriver,
     path: &Path,
     opts: &LoadOptions,
+    threads: usize,
     progress: &dyn Progress,
 ) -> Result<DiffSummary, LoadError> {
     progress.stage(&format!("diff {}", path.display()));
     let reader = open(path, progress)?;
     let (row_of, changes) =
-        match parse_changes(format_of(path, opts), reader, &parse_options(path, opts), deriver, opts.threads) {
+        match parse_changes(format_of(path, opts), reader, &parse_options(path, opts), deriver, threads) {
             Ok(parsed) => parsed,
             Err(crate::ParseError::Invalid(e)) => return Err(LoadError::Rejected(e)),
             Err(crate::ParseError::Io(e)) => return Err(io_err(path, e)),
